@@ -1,0 +1,1 @@
+"""Host glue: the only package that imports ComfyUI."""

@@ -1,0 +1,1 @@
+"""Pure PyTorch GDF (Generalized Diffusion Framework) sampler, as in the original release."""

