@@ -1,0 +1,193 @@
+"""The GDF sampling loop (Stable Cascade's sampler), and `diffuse` for image-to-image starts.
+
+Per step i, going from time t_i to t_{i+1} on linspace(t_start, 0, steps + 1):
+
+    logSNR_i   = schedule(t_i, shift)                      (cosine, clamped to the shift-1 limits)
+    a_i, b_i   = sqrt(sigmoid(logSNR_i)), sqrt(1 - sigmoid(logSNR_i))
+    r_i        = noise_condition(logSNR_i)                 (unshifted cosine time of that level)
+    eps        = model(x, r_i, **conditions)               (guided: CFG lerp + rescale)
+    x0         = (x - eps * b_i) / a_i
+    x          = step_rule(x0, eps, a_i, b_i, a_{i+1}, b_{i+1}, noise)
+
+All randomness comes from one CPU generator, drawn in a fixed order (the start latent, then one
+draw per step), so a seed gives the same image on any device.
+"""
+import functools
+from collections import namedtuple
+
+import torch
+
+from . import guidance
+from .noise_condition import noise_condition
+from .scaler import vp_scalers
+from .schedule import logSNR as schedule_logSNR
+from .steps import STEP_RULES, ddim_step
+
+NoiseLevels = namedtuple("NoiseLevels", "t logSNR a b r")
+Step = namedtuple("Step", "index t logSNR a b r x0 eps noise x")
+
+
+def noise_levels(t, shift=1.0):
+    """logSNR, a, b and the network's r for times t (float32, CPU or t's device)."""
+    t = torch.as_tensor(t, dtype=torch.float32)
+    logSNR = schedule_logSNR(t, shift)
+    a, b = vp_scalers(logSNR)
+    return NoiseLevels(t, logSNR, a, b, noise_condition(logSNR))
+
+
+def draw_noise(shape, generator, device):
+    """A standard-normal draw from the CPU generator, then moved: device-independent noise."""
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
+
+
+def diffuse(x_clean, t, generator=None, shift=1.0):
+    """Noise a clean latent to time t: x_t = a * x_clean + b * eps. Returns (x_t, eps).
+
+    eps is the next draw of `generator`. The official image-to-image notebooks diffuse with shift 1
+    even though Stage C then samples with shift 2 from the same t (the image ends up less noisy than
+    the sampler assumes); keep shift=1.0 to reproduce them.
+    """
+    x_clean = x_clean.float()
+    batch = x_clean.shape[0]
+    t = torch.as_tensor(t, dtype=torch.float32)
+    t = t.expand(batch) if t.dim() == 0 else t
+    eps = draw_noise(x_clean.shape, generator, x_clean.device)
+    a, b = vp_scalers(schedule_logSNR(t, shift).to(x_clean.device))
+    per_sample = (-1,) + (1,) * (x_clean.dim() - 1)
+    return x_clean * a.view(per_sample) + eps * b.view(per_sample), eps
+
+
+def sample(model, shape=None, x_init=None, conditions=None, unconditional=None, steps=20, cfg=4.0,
+           cfg_rho=0.7, shift=2.0, sampler="ddpm", eta=None, t_start=1.0, generator=None,
+           device=None, dtype=torch.float32, callback=None):
+    """Sample a latent with GDF; returns the FINAL x0 ESTIMATE (float32, on `device`).
+
+    model(x, r, **conditions) -> epsilon, with x [N, C, H, W] and r [N]. Guidance runs when
+    `unconditional` is given and cfg is neither None nor 1.0: one model call per step on the doubled
+    batch x = cat([x, x]), r repeated, each condition cat([cond, uncond]). cfg == 1.0 skips the
+    doubled batch (half the compute); the original would still double it, and its result differs
+    from the plain batch only by the rescale's rounding (a few float32 ulps).
+
+    The start latent is the first draw of `generator` (shape `shape`), or `x_init` used as-is (not
+    re-noised; see `diffuse`). Each step then draws one noise tensor, for every sampler.
+    callback(step_index, steps, x0, x) runs after every step; an exception it raises stops sampling.
+    """
+    x0 = None
+    for step in sample_steps(model, shape=shape, x_init=x_init, conditions=conditions,
+                             unconditional=unconditional, steps=steps, cfg=cfg, cfg_rho=cfg_rho,
+                             shift=shift, sampler=sampler, eta=eta, t_start=t_start,
+                             generator=generator, device=device, dtype=dtype):
+        x0 = step.x0
+        if callback is not None:
+            callback(step.index, steps, step.x0, step.x)
+    # The official pipelines keep the last x0 estimate, not the last x: x still carries the last
+    # step's fresh noise (b = 0.02 at t = 0 for shift 2).
+    return x0
+
+
+def sample_steps(model, shape=None, x_init=None, conditions=None, unconditional=None, steps=20,
+                 cfg=4.0, cfg_rho=0.7, shift=2.0, sampler="ddpm", eta=None, t_start=1.0,
+                 generator=None, device=None, dtype=torch.float32):
+    """Same arguments as `sample`; checks them now and returns an iterator of `Step`s, one per step."""
+    step_rule = _step_rule(sampler, eta)
+    _check_arguments(shape, x_init, steps, t_start, shift, cfg_rho)
+    if device is None:
+        device = x_init.device if x_init is not None else torch.device("cpu")
+    if x_init is None:
+        x = draw_noise(shape, generator, device)
+    else:
+        x = x_init.to(device=device, dtype=torch.float32).clone()
+    if cfg == 1.0 or unconditional is None:
+        cfg = None
+    predict_eps = _epsilon_predictor(model, conditions or {}, unconditional, cfg, cfg_rho, device,
+                                     dtype)
+    levels = noise_levels(torch.linspace(t_start, 0.0, steps + 1), shift)
+    levels = NoiseLevels(*(values.to(device) for values in levels))
+    return _sampling_loop(predict_eps, step_rule, x, levels, generator, device)
+
+
+def _sampling_loop(predict_eps, step_rule, x, levels, generator, device):
+    steps = len(levels.t) - 1
+    for i in range(steps):
+        a, b, r = levels.a[i], levels.b[i], levels.r[i]
+        a_prev, b_prev = levels.a[i + 1], levels.b[i + 1]
+        eps = predict_eps(x, r)
+        x0 = (x - eps * b) / a
+        noise = draw_noise(x.shape, generator, device)
+        x = step_rule(x0, eps, a, b, a_prev, b_prev, noise)
+        yield Step(i, levels.t[i], levels.logSNR[i], a, b, r, x0, eps, noise, x)
+
+
+def _epsilon_predictor(model, conditions, unconditional, cfg, cfg_rho, device, dtype):
+    """eps(x, r): one model call per step, guided on the doubled batch when cfg is set."""
+    if cfg is None:
+        model_conditions = _to(conditions, device, dtype)
+    else:
+        _check_same_keys(conditions, unconditional)
+        model_conditions = {key: _to(_cat(conditions[key], unconditional[key]), device, dtype)
+                            for key in conditions}
+
+    def predict_eps(x, r):
+        batch = x.shape[0]
+        if cfg is None:
+            r_batch = r.repeat(batch).to(dtype)
+            return model(x.to(dtype), r_batch, **model_conditions).to(device, torch.float32)
+        r_batch = r.repeat(2 * batch).to(dtype)
+        eps_both = model(torch.cat([x, x]).to(dtype), r_batch, **model_conditions)
+        eps_cond, eps_uncond = eps_both.to(device, torch.float32).chunk(2)
+        return guidance.guided_epsilon(eps_cond, eps_uncond, cfg, cfg_rho)
+
+    return predict_eps
+
+
+def _cat(cond, uncond):
+    """Batch a condition with its unconditional twin: tensors and lists of tensors (ControlNet)."""
+    if isinstance(cond, torch.Tensor):
+        return torch.cat([cond, uncond.to(cond.device)])
+    if isinstance(cond, (list, tuple)):
+        return [None if c is None else _cat(c, u) for c, u in zip(cond, uncond)]
+    return cond  # non-tensor settings are shared by both halves
+
+
+def _to(value, device, dtype):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, dtype) if value.is_floating_point() else value.to(device)
+    if isinstance(value, dict):
+        return {key: _to(v, device, dtype) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to(v, device, dtype) for v in value]
+    return value
+
+
+def _step_rule(sampler, eta):
+    if sampler not in STEP_RULES:
+        raise ValueError(f"unknown sampler {sampler!r}: expected one of {sorted(STEP_RULES)}")
+    if sampler != "ddim":
+        if eta is not None:
+            raise ValueError(f"eta={eta!r} was given for sampler {sampler!r}, but eta applies to "
+                             "'ddim' only ('ddpm' is ddim with eta=1); pass eta=None")
+        return STEP_RULES[sampler]
+    eta = 0.0 if eta is None else float(eta)
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM), got {eta}")
+    return functools.partial(ddim_step, eta=eta)
+
+
+def _check_arguments(shape, x_init, steps, t_start, shift, cfg_rho):
+    if (shape is None) == (x_init is None):
+        raise ValueError("give exactly one of `shape` (start from noise) and `x_init` (start from "
+                         f"a latent); got shape={shape!r} and x_init={'None' if x_init is None else 'a tensor'}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not 0.0 < t_start <= 1.0:
+        raise ValueError(f"t_start must be in (0, 1] (1 = pure noise), got {t_start!r}")
+    if not shift > 0:
+        raise ValueError(f"shift must be > 0, got {shift!r}")
+    if not cfg_rho >= 0:
+        raise ValueError(f"cfg_rho must be >= 0 (0 = plain CFG), got {cfg_rho!r}")
+
+
+def _check_same_keys(conditions, unconditional):
+    if set(conditions) != set(unconditional):
+        raise ValueError("conditions and unconditional must have the same keys for CFG; got "
+                         f"{sorted(conditions)} and {sorted(unconditional)}")
