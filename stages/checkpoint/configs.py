@@ -7,34 +7,20 @@ tell (dropout, nhead of a level without attention, self_attn, switch_level) is f
 the released configs follow; when the structure equals a released model the released values are
 used, so a released file gets back its released kwargs exactly.
 """
+import copy
 import re
 
+from ..variants import RELEASED_CONFIGS
 from .errors import CheckpointError
 
 HEAD_DIM = 64  # every released model (official.md §1): nhead = width / 64
 KNOWN_T_CONDS = ("sca", "crp")  # their order fixes how the r embedding is chunked; headers sort keys
 
-STAGE_C_RELEASED = {
-    "big": dict(c_in=16, c_out=16, c_r=64, patch_size=1, c_cond=2048, c_hidden=[2048, 2048], nhead=[32, 32],
-                blocks=[[8, 24], [24, 8]], block_repeat=[[1, 1], [1, 1]], level_config=["CTA", "CTA"],
-                c_clip_text=1280, c_clip_text_pooled=1280, c_clip_img=768, c_clip_seq=4, kernel_size=3,
-                dropout=[0.1, 0.1], self_attn=True, t_conds=["sca", "crp"], switch_level=[False]),
-    "lite": dict(c_in=16, c_out=16, c_r=64, patch_size=1, c_cond=1536, c_hidden=[1536, 1536], nhead=[24, 24],
-                 blocks=[[4, 12], [12, 4]], block_repeat=[[1, 1], [1, 1]], level_config=["CTA", "CTA"],
-                 c_clip_text=1280, c_clip_text_pooled=1280, c_clip_img=768, c_clip_seq=4, kernel_size=3,
-                 dropout=[0.1, 0.1], self_attn=True, t_conds=["sca", "crp"], switch_level=[False]),
+# Released configs by variant, e.g. RELEASED["stage_b"]["lite"].
+RELEASED = {
+    kind: {variant: RELEASED_CONFIGS[f"{kind}_{variant}"][1] for variant in ("big", "lite")}
+    for kind in ("stage_c", "stage_b")
 }
-STAGE_B_RELEASED = {
-    "big": dict(c_in=4, c_out=4, c_r=64, patch_size=2, c_cond=1280, c_hidden=[320, 640, 1280, 1280],
-                nhead=[-1, -1, 20, 20], blocks=[[2, 6, 28, 6], [6, 28, 6, 2]], block_repeat=[[1, 1, 1, 1], [3, 3, 2, 2]],
-                level_config=["CT", "CT", "CTA", "CTA"], c_clip=1280, c_clip_seq=4, c_effnet=16, c_pixels=3,
-                kernel_size=3, dropout=[0, 0, 0.1, 0.1], self_attn=True, t_conds=["sca"]),
-    "lite": dict(c_in=4, c_out=4, c_r=64, patch_size=2, c_cond=1280, c_hidden=[320, 576, 1152, 1152],
-                 nhead=[-1, 9, 18, 18], blocks=[[2, 4, 14, 4], [4, 14, 4, 2]], block_repeat=[[1, 1, 1, 1], [2, 2, 2, 2]],
-                 level_config=["CT", "CT", "CTA", "CTA"], c_clip=1280, c_clip_seq=4, c_effnet=16, c_pixels=3,
-                 kernel_size=3, dropout=[0, 0, 0.1, 0.1], self_attn=True, t_conds=["sca"]),
-}
-RELEASED = {"stage_c": STAGE_C_RELEASED, "stage_b": STAGE_B_RELEASED}
 # Not stored in a file, and without effect on the weights' shapes.
 _UNSTORED = ("nhead", "dropout", "self_attn", "switch_level")
 
@@ -194,7 +180,7 @@ def _patch_and_channels(embedding_in, latent_channels):
 def _match_released(kind, config):
     for variant, released in RELEASED[kind].items():
         if all(config[k] == v for k, v in released.items() if k not in _UNSTORED):
-            return {**config, **{k: released[k] for k in _UNSTORED if k in released}}, variant
+            return {**config, **{k: copy.deepcopy(released[k]) for k in _UNSTORED if k in released}}, variant
     return config, "custom"
 
 
@@ -212,6 +198,7 @@ def _infer_stage_a(shapes):
         c_hidden=shapes[f"down_blocks.{down[-1]}.0.weight"][1],
         c_latent=codebook[1],
         codebook_size=codebook[0],
+        scale_factor=0.43,  # not stored; the value the official pipeline uses (official.md §2)
     )
 
 
