@@ -124,7 +124,7 @@ def _infer_unet(kind, shapes):
         config.update(c_cond=c_cond)
     config.update(
         c_hidden=c_hidden,
-        nhead=[width // HEAD_DIM if attention else -1 for width, attention in zip(c_hidden, has_attention)],
+        nhead=[_heads(width) if attention else -1 for width, attention in zip(c_hidden, has_attention)],
         blocks=blocks, block_repeat=block_repeat, level_config=level_config,
     )
     if kind == "stage_c":
@@ -150,6 +150,11 @@ def _infer_unet(kind, shapes):
     if kind == "stage_c":
         config["switch_level"] = [False] * (levels - 1)
     return _match_released(kind, config)
+
+
+def _heads(width):
+    """Head count is not stored: released models use 64-wide heads; other widths get one head."""
+    return width // HEAD_DIM if width % HEAD_DIM == 0 else 1
 
 
 def _first_block(shapes, levels, letter):
