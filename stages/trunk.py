@@ -122,7 +122,8 @@ class CascadeUNet(nn.Module):
         embeddings = [self.gen_r_embedding(r)]
         for name in self.t_conds:
             value = t_cond_values.get(name)
-            embeddings.append(self.gen_r_embedding(torch.zeros_like(r) if value is None else value.to(r)))
+            value = torch.zeros_like(r) if value is None else torch.as_tensor(value).to(r).expand_as(r)
+            embeddings.append(self.gen_r_embedding(value))
         return torch.cat(embeddings, dim=1)
 
     def _run_block(self, block, x, r_embed, cond_tokens):

@@ -42,6 +42,8 @@ def test_stage_c_output_with_sca_crp(stage_c):
     model, io = stage_c
     out = model(io["x"], io["r"], io["clip_text"], io["clip_text_pooled"], io["clip_img"], sca=io["sca"], crp=io["crp"])
     assert_close(out, io["out_sca_crp"])
+    zero_as_number = model(io["x"], io["r"], io["clip_text"], io["clip_text_pooled"], io["clip_img"], sca=0.0, crp=0)
+    assert_close(zero_as_number, io["out"])
 
 
 @torch.no_grad()
