@@ -64,3 +64,82 @@ def fixtures_dir():
 @pytest.fixture(scope="session")
 def reference_dir():
     return REFERENCE_DIR
+
+
+# --- The real host as a server (one per test session) and the stand-in model files ----------------
+# tests/host_server.py is plain Python (no pytest) so that scripts can use it too; with
+# --import-mode=importlib the tests folder is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from host_server import HostError, HostServer  # noqa: E402
+
+HOST_START_TIMEOUT = float(os.environ.get("SC_HOST_START_TIMEOUT", "600"))
+
+
+def _load_script(name):
+    """A module from scripts/ (not a package), imported by path once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the server are marked `host`, so `-m "not host"` runs the rest alone."""
+    for item in items:
+        if "host_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.host)
+
+
+@pytest.fixture(scope="session")
+def host_server(tmp_path_factory):
+    """The real host running with this pack in custom_nodes/ (a HostServer, see host_server.py).
+
+    Started once per session in a fresh base directory with empty model folders; the test fails
+    with the log tail if the server cannot start or the pack does not import. Stopped at the end,
+    whatever happened.
+    """
+    server = HostServer(tmp_path_factory.mktemp("host"))
+    try:
+        server.start(timeout=HOST_START_TIMEOUT)
+    except HostError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def host_client(host_server):
+    """A websocket client of the session's server with its own client_id (closed afterwards)."""
+    with host_server.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def clip_g_standin_path():
+    """Path of the seeded random CLIP-G text encoder (made once per machine, ~1.4 GB)."""
+    return _load_script("standin_clip_g").standin_clip_g_path()
+
+
+@pytest.fixture(scope="session")
+def host_clip_g(host_server, clip_g_standin_path):
+    """The stand-in CLIP-G placed in the server's text_encoders folder; the name for CLIPLoader."""
+    return host_server.add_model("text_encoders", clip_g_standin_path)
+
+
+@pytest.fixture(scope="session")
+def pack_node_classes(host_modules):
+    """The pack's node classes, from its own entry point, exactly as the host asks for them."""
+    import asyncio
+
+    pack = sys.modules[PACK_NAME]
+
+    async def node_list():
+        extension = await pack.comfy_entrypoint()
+        return await extension.get_node_list()
+
+    return asyncio.run(node_list())
