@@ -4,7 +4,9 @@ The fixtures were made on another CPU. On this one our loop is bit-identical to 
 but the original's own numbers differ from the stored ones by ulps of cos/log/tanh and of the
 std reduction, which twenty steps grow to ~1e-6 (x_t, eps, result) and, divided by a ~ 0.01 at
 the first step, ~1e-5 on x0. Hence: x_t, eps, result atol 2e-5; x0 compared as a * x0 (the part
-that enters x_t), atol 2e-5; noise draws bit-exact.
+that enters x_t), atol 2e-5. Noise draws are bit-identical on x86 with AVX2/AVX-512; torch's CPU
+randn uses another Box-Muller code path without them (e.g. ATEN_CPU_CAPABILITY=default, and
+presumably ARM), which moves ~40% of the draws by up to 2.4e-6, hence NOISE_ATOL.
 """
 import json
 
@@ -17,6 +19,7 @@ from stable_cascade_pack.samplers.gdf import diffuse, sample, sample_steps
 CASES = ["c_ddpm_cfg_rescaled", "c_ddpm_cfg_plain", "c_ddim_eta0", "c_lcm", "b_ddpm", "c_img2img", "c_nonsquare"]
 SAMPLER_NAMES = {"DDPMSampler": "ddpm", "DDIMSampler": "ddim", "LCMSampler": "lcm"}
 ATOL = 2e-5
+NOISE_ATOL = 5e-6
 
 
 def standin_model(cond_keys):
@@ -84,10 +87,10 @@ def test_trajectory(case):
     if "eps" in data:
         torch.testing.assert_close(torch.stack([s.eps for s in steps]), data["eps"], atol=ATOL, rtol=0)
     if "step_noise" in data:
-        assert torch.equal(torch.stack([s.noise for s in steps]), data["step_noise"])
+        torch.testing.assert_close(torch.stack([s.noise for s in steps]), data["step_noise"], atol=NOISE_ATOL, rtol=0)
     r_fed = torch.stack([r[:batch] for _, r, _ in calls])
     torch.testing.assert_close(r_fed, data["r_fed"], atol=5e-6, rtol=0)
-    torch.testing.assert_close(torch.stack([s.t for s in steps]), data["t_range"][:-1], atol=0, rtol=0)
+    torch.testing.assert_close(torch.stack([s.t for s in steps]), data["t_range"][:-1], atol=1e-7, rtol=0)
     torch.testing.assert_close(steps[-1].x0, data["result"], atol=ATOL, rtol=0)
 
 
@@ -111,11 +114,12 @@ def test_start_latent_is_draw_0(case):
     data = case.data
     if case.meta["x_init"] is None:
         first = torch.randn(tuple(case.meta["shape"]), generator=torch.Generator().manual_seed(case.meta["seed"]))
-        assert torch.equal(first, data["x_t"][0])
+        torch.testing.assert_close(first, data["x_t"][0], atol=NOISE_ATOL, rtol=0)
+        assert torch.equal(steps[0].x0, (first - steps[0].eps * steps[0].b) / steps[0].a)
     else:
         generator = torch.Generator().manual_seed(case.meta["seed"])
         x_init, noise = diffuse(data["x_clean"], case.meta["t_start"], generator, shift=1.0)
-        assert torch.equal(noise, data["diffuse_noise"])
+        torch.testing.assert_close(noise, data["diffuse_noise"], atol=NOISE_ATOL, rtol=0)
         torch.testing.assert_close(x_init, data["x_init"], atol=2e-6, rtol=0)
         torch.testing.assert_close(x_init, data["x_t"][0], atol=2e-6, rtol=0)
         # x_init is used as-is: step 0's x0 is computed from it, not from a re-noised latent.
