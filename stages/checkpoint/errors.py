@@ -17,14 +17,14 @@ LOADER_FOR_KIND = {
     "effnet": "'EfficientNet encoder loader'",
     "previewer": "'Previewer loader'",
     "stage_c_coder": "'EfficientNet encoder loader' or 'Previewer loader'",
-    "bundled_stage_c": "'Stage C loader' (it also holds the EfficientNet encoder, the Previewer and the text encoder)",
-    "bundled_stage_b": "'Stage B loader' (it also holds Stage A)",
+    "bundled_stage_c": "'Stage C loader'",
+    "bundled_stage_b": "'Stage B loader'",
     "controlnet": "'Stable Cascade ControlNet loader'",
     "lora": "'Stable Cascade LoRA loader'",
     "text_encoder": "the host's 'Load CLIP' node with type 'stable_cascade'",
     "clip_vision": "the host's 'Load CLIP Vision' node",
-    "unknown_unet": "the host's 'Load Checkpoint' or 'Load Diffusion Model' node (it is not a Stable Cascade model)",
-    "other_vae": "the host's 'Load VAE' node (it is not a Stable Cascade VAE)",
+    "unknown_unet": "the host's 'Load Checkpoint' or 'Load Diffusion Model' node",
+    "other_vae": "the host's 'Load VAE' node",
 }
 
 # What each loader asks for, as the second half of "... but the Stage C loader needs ___".
@@ -86,8 +86,8 @@ def missing_part(source_name, what_it_is, kind, want):
     """A bundled file was opened for a network it does not contain."""
     wanted = NETWORK_NAME.get(want, want)
     message = (
-        f"{source_name} is {what_it_is}; it holds no {wanted}, which the "
-        f"{LOADER_NAME.get(want, want + ' loader')} needs {WANTED_FILE.get(want, 'a ' + wanted + ' file')} for."
+        f"{source_name} is {what_it_is}; it holds no {wanted}. The "
+        f"{LOADER_NAME.get(want, want + ' loader')} needs {WANTED_FILE.get(want, 'a ' + wanted + ' file')}."
     )
     if kind in LOADER_FOR_KIND:
         message += f" Load it with {LOADER_FOR_KIND[kind]} instead."
