@@ -28,13 +28,13 @@ def error_for(state_dict, want, source_name):
 def test_stage_b_in_stage_c_loader(reference):
     message = error_for(shapes(reference, "stage_b_lite_700M"), "stage_c", "stage_b_lite.safetensors")
     assert message == ("stage_b_lite.safetensors is a Stage B (lite, 0.70B) checkpoint, but the Stage C loader needs "
-                       "a Stage C file (stage_c*.safetensors). Load it with 'Stage B loader' instead.")
+                       "a Stage C file (stage_c*.safetensors). Load it with 'Load Stage B (decoder)' instead.")
 
 
 def test_stage_c_in_stage_b_loader(reference):
     message = error_for(shapes(reference, "stage_c_big_3.6B"), "stage_b", "stage_c_bf16.safetensors")
     assert "stage_c_bf16.safetensors is a Stage C (big, 3.6B) checkpoint" in message
-    assert "Stage B loader needs a Stage B file" in message and "'Stage C loader'" in message
+    assert "Stage B loader needs a Stage B file" in message and "'Load Stage C (prior)'" in message
 
 
 @pytest.mark.parametrize("name", ["lora_stage_c_3.6B_rank4_attn_1newtoken"])
@@ -55,7 +55,7 @@ def test_comfyui_style_lora_is_recognised():
 def test_controlnet_in_unet_loader(reference, name, variant):
     message = error_for(shapes(reference, name), "stage_c", f"{variant}.safetensors")
     assert f"{variant}.safetensors is a Stable Cascade ControlNet ({variant}," in message
-    assert "ControlNet loader" in message
+    assert "Load ControlNet Model" in message
 
 
 def test_text_encoder_in_unet_loader():
@@ -71,7 +71,7 @@ def test_text_encoder_in_unet_loader():
 def test_vae_file_in_unet_loader(reference, name, what):
     message = error_for(shapes(reference, name), "stage_b", f"{name}.safetensors")
     assert message.startswith(f"{name}.safetensors is a{'n' if what[0] == 'E' else ''} {what} (")
-    assert "Stage B loader needs a Stage B file" in message and "loader'" in message
+    assert "Stage B loader needs a Stage B file" in message and "'Load " in message
 
 
 def test_unet_in_vae_loader(reference):
@@ -96,7 +96,7 @@ def test_bundled_file_without_the_requested_network(reference):
     message = error_for(bundle, "stage_c", "stable_cascade_stage_b.safetensors")
     assert message.startswith("stable_cascade_stage_b.safetensors is a ComfyUI bundled Stage B checkpoint "
                               "(Stage B (lite, 0.70B), Stage A VQGAN (18.4M)); it holds no Stage C")
-    assert "'Stage B loader'" in message
+    assert "'Load Stage B (decoder)'" in message
     assert "holds no EfficientNet encoder" in error_for(bundle, "effnet", "stable_cascade_stage_b.safetensors")
 
 

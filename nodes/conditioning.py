@@ -1,0 +1,62 @@
+"""The host's CONDITIONING and LATENT values -> the tensors Stage C and Stage B are called with."""
+import torch
+
+CLIP_IMAGE_WIDTH = 768  # ViT-L/14 image embeddings, the original's clip_img
+
+
+def _single_entry(conditioning, input_name):
+    if not conditioning:
+        raise ValueError(f"'{input_name}' is empty: connect a CLIPTextEncode output")
+    if len(conditioning) > 1:
+        raise ValueError(
+            f"'{input_name}' holds {len(conditioning)} conditionings (e.g. from ConditioningCombine); the GDF sampler takes one. "
+            "Use ConditioningConcat to join prompts."
+        )
+    tokens, extras = conditioning[0]
+    pooled = extras.get("pooled_output")
+    if pooled is None:
+        raise ValueError(
+            f"'{input_name}' has no pooled text embedding: encode the prompt with a CLIP loaded as type 'stable_cascade' (CLIP-G)"
+        )
+    return tokens, pooled, extras
+
+
+def to_batch(tensor, batch_size, what):
+    if tensor.shape[0] == batch_size:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(batch_size, *tensor.shape[1:])
+    raise ValueError(f"{what} has batch size {tensor.shape[0]} but the latent has {batch_size}")
+
+
+def _clip_image_embeddings(extras, batch_size):
+    """CLIP image embeddings for image variation (from the host's unCLIPConditioning), zeros otherwise."""
+    entries = extras.get("unclip_conditioning") or []
+    if not entries:
+        return torch.zeros(batch_size, 1, CLIP_IMAGE_WIDTH)
+    embeds = [entry["clip_vision_output"].image_embeds.unsqueeze(0) * entry["strength"] for entry in entries]
+    return to_batch(torch.cat(embeds, dim=1), batch_size, "the CLIP image embedding")
+
+
+def stage_c_inputs(conditioning, batch_size, text_width, input_name):
+    """clip_text [B,T,1280], clip_text_pooled [B,1,1280], clip_img [B,N,768] for Stage C."""
+    tokens, pooled, extras = _single_entry(conditioning, input_name)
+    if tokens.shape[-1] != text_width:
+        raise ValueError(
+            f"'{input_name}' has {tokens.shape[-1]}-wide text embeddings but Stage C expects {text_width}: "
+            "encode the prompt with a CLIP loaded as type 'stable_cascade' (CLIP-G)"
+        )
+    return {
+        "clip_text": to_batch(tokens, batch_size, f"'{input_name}'").float(),
+        "clip_text_pooled": to_batch(pooled.reshape(pooled.shape[0], 1, -1), batch_size, f"'{input_name}'").float(),
+        "clip_img": _clip_image_embeddings(extras, batch_size).float(),
+    }
+
+
+def stage_b_inputs(conditioning, stage_c_latent, batch_size, input_name):
+    """effnet (the Stage C latent) and clip (the pooled text) for Stage B."""
+    _, pooled, _ = _single_entry(conditioning, input_name)
+    return {
+        "effnet": to_batch(stage_c_latent, batch_size, "the Stage C latent").float(),
+        "clip": to_batch(pooled.reshape(pooled.shape[0], 1, -1), batch_size, f"'{input_name}'").float(),
+    }

@@ -1,0 +1,207 @@
+"""Wrapping the pack's networks in the host's own model objects.
+
+Stage C and Stage B become the host's `MODEL` (a ModelPatcher around a `StableCascade_C`/`_B`
+BaseModel whose `diffusion_model` is our network): the host then loads, offloads and casts them
+like its own, its KSampler can sample them, and LoRA patches reach them by the usual keys.
+Stage A and the EfficientNet encoder / Previewer pair become the host's `VAE`, so the host's
+VAEDecode/VAEEncode and StableCascade_StageC_VAEEncode accept them too.
+"""
+import torch
+
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.sd
+import comfy.supported_models
+import comfy.utils
+
+from ..stages.effnet import EfficientNetEncoder
+from ..stages.previewer import Previewer
+from ..stages.stage_a import StageA
+from ..stages.stage_b import StageB
+from ..stages.stage_c import StageC
+
+
+def _model_classes(host_config_class, host_model_class, network_class):
+    """A host model config + BaseModel pair that builds `network_class` as the diffusion model."""
+
+    def build_network(dtype=None, **kwargs):
+        network = network_class(dtype=dtype, **kwargs)
+        network.dtype = dtype  # the host reads the storage dtype from here (BaseModel.get_dtype)
+        return network
+
+    class PackModel(host_model_class):
+        def __init__(self, model_config, device=None):
+            comfy.model_base.BaseModel.__init__(
+                self, model_config, comfy.model_base.ModelType.STABLE_CASCADE, device=device, unet_model=build_network
+            )
+
+    class PackModelConfig(host_config_class):
+        def get_model(self, state_dict=None, prefix="", device=None):
+            return PackModel(self, device=device)
+
+    PackModel.__name__ = f"Pack{host_model_class.__name__}"
+    PackModelConfig.__name__ = f"Pack{host_config_class.__name__}"
+    return PackModelConfig
+
+
+STAGE_C_CONFIG = _model_classes(comfy.supported_models.Stable_Cascade_C, comfy.model_base.StableCascade_C, StageC)
+STAGE_B_CONFIG = _model_classes(comfy.supported_models.Stable_Cascade_B, comfy.model_base.StableCascade_B, StageB)
+
+WEIGHT_DTYPES = {
+    "default": None,
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
+
+
+def build_diffusion_model(stage, network_state_dict, network_config, weight_dtype=None):
+    """A host `MODEL` (ModelPatcher) holding our Stage C or Stage B network with these weights.
+
+    The storage dtype follows the host's policy (`unet_dtype`) unless `weight_dtype` is given; the
+    compute dtype is then chosen by the host among the stage's supported dtypes (Stage C never runs
+    in fp16: its activations overflow there).
+    """
+    config_class = {"c": STAGE_C_CONFIG, "b": STAGE_B_CONFIG}[stage]
+    model_config = config_class(dict(network_config))
+    supported = list(model_config.supported_inference_dtypes)
+    load_device = mm.get_torch_device()
+    parameters = comfy.utils.calculate_parameters(network_state_dict)
+    stored_dtype = comfy.utils.weight_dtype(network_state_dict)
+    if weight_dtype is None:
+        weight_dtype = mm.unet_dtype(model_params=parameters, supported_dtypes=supported, weight_dtype=stored_dtype)
+    compute_dtype = mm.unet_manual_cast(weight_dtype, load_device, supported)
+    model_config.set_inference_dtype(weight_dtype, compute_dtype)
+
+    model = model_config.get_model(network_state_dict)
+    model = model.to(mm.unet_offload_device())
+    missing, unexpected = model.diffusion_model.load_state_dict(network_state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"the weights do not fit the Stage {stage.upper()} network built from them "
+            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+        )
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+
+
+class StageAForHost(torch.nn.Module):
+    """Stage A seen through the host's VAE conventions.
+
+    The host keeps Stage B latents as the raw (BatchNorm-normalised) encoder output and folds the
+    original 0.43 scaling into Stage B's latent format, so a host VAE encodes to `z * 0.43` and
+    decodes from it. Our StageA speaks the original convention (z); this adapter converts.
+    """
+
+    def __init__(self, stage_a):
+        super().__init__()
+        self.stage_a = stage_a
+
+    def encode(self, images):
+        return self.stage_a.encode(images) * self.stage_a.scale_factor
+
+    def decode(self, host_latent):
+        return self.stage_a.decode(host_latent / self.stage_a.scale_factor)
+
+
+class StageCCoderForHost(torch.nn.Module):
+    """EfficientNet encoder + Previewer seen through the host's VAE conventions.
+
+    The host's VAE feeds images in [-1, 1] to `encode` and maps `decode`'s output from [-1, 1] back
+    to [0, 1]; the original Previewer outputs [0, 1] directly, hence the affine map in `decode`.
+    """
+
+    def __init__(self, encoder=None, previewer=None):
+        super().__init__()
+        self.encoder = encoder
+        self.previewer = previewer
+
+    def encode(self, images_minus1_1):
+        if self.encoder is None:
+            raise ValueError("this Stage C VAE has no EfficientNet encoder: load effnet_encoder.safetensors too")
+        return self.encoder(images_minus1_1)
+
+    def decode(self, stage_c_latent):
+        if self.previewer is None:
+            raise ValueError("this Stage C VAE has no Previewer: load previewer.safetensors too")
+        return self.previewer(stage_c_latent) * 2.0 - 1.0
+
+
+def _host_vae(module, *, downscale_ratio, upscale_ratio, latent_channels, to_model_input, from_model_output):
+    """A host `VAE` object around one of the adapters above.
+
+    comfy.sd.VAE only builds itself from a state dict it recognises; the cheapest one it knows is
+    the weightless pixel-space converter, so we let it build that and then put our module and our
+    ratios in place. Everything else (tiling, batching, memory estimates, offload) stays the host's.
+    """
+    vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
+    dtype = mm.vae_dtype(vae.device, vae.working_dtypes)
+    vae.first_stage_model = module.eval().to(dtype)
+    vae.vae_dtype = dtype
+    vae.downscale_ratio = downscale_ratio
+    vae.upscale_ratio = upscale_ratio
+    vae.latent_channels = latent_channels
+    vae.process_input = to_model_input
+    vae.process_output = from_model_output
+    vae.memory_used_encode = lambda shape, dtype: 2000 * shape[2] * shape[3] * mm.dtype_size(dtype)
+    vae.memory_used_decode = lambda shape, dtype: 2000 * shape[2] * shape[3] * upscale_ratio**2 * mm.dtype_size(dtype)
+    vae.size = None
+    vae.patcher = comfy.model_patcher.ModelPatcher(
+        vae.first_stage_model, load_device=vae.device, offload_device=mm.vae_offload_device()
+    )
+    vae.model_size()
+    return vae
+
+
+def _load_strict(network, state_dict, what):
+    missing, unexpected = network.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit the {what} network (missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+    return network
+
+
+def build_stage_a_vae(state_dict, config):
+    stage_a = _load_strict(StageA(**config), state_dict, "Stage A")
+    return _host_vae(
+        StageAForHost(stage_a),
+        downscale_ratio=4,
+        upscale_ratio=4,
+        latent_channels=stage_a_latent_channels(config),
+        to_model_input=lambda image: image,
+        # Stage A decodes to roughly [0, 1] without clamping; images must not leave that range.
+        from_model_output=lambda image: image.clamp(0.0, 1.0),
+    )
+
+
+def stage_a_latent_channels(config):
+    return config.get("c_latent", 4)
+
+
+def build_stage_c_coder_vae(encoder_parts=None, previewer_parts=None):
+    """`encoder_parts` / `previewer_parts`: (state_dict, config) pairs; either may be None."""
+    encoder = previewer = None
+    if encoder_parts is not None:
+        encoder = _load_strict(EfficientNetEncoder(**encoder_parts[1]), encoder_parts[0], "EfficientNet encoder")
+    if previewer_parts is not None:
+        previewer = _load_strict(Previewer(**previewer_parts[1]), previewer_parts[0], "Previewer")
+    return _host_vae(
+        StageCCoderForHost(encoder, previewer),
+        downscale_ratio=32,
+        upscale_ratio=8,
+        latent_channels=16,
+        to_model_input=lambda image: image * 2.0 - 1.0,
+        from_model_output=lambda image: ((image + 1.0) / 2.0).clamp(0.0, 1.0),
+    )
+
+
+def cascade_stage_of(model_patcher):
+    """'c' or 'b' for a Stage C/B `MODEL` from any loader (ours or the host's), else None."""
+    model = getattr(model_patcher, "model", None)
+    if isinstance(model, comfy.model_base.StableCascade_C):
+        return "c"
+    if isinstance(model, comfy.model_base.StableCascade_B):
+        return "b"
+    return None

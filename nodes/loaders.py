@@ -1,0 +1,169 @@
+"""Loader nodes: files in the host's model folders -> the host's MODEL and VAE types."""
+import os
+
+from comfy_api.latest import io
+
+from ..stages.checkpoint import extract, locate, read_safetensors_header
+from . import host_models
+from .model_files import filenames, full_path, read_state_dict
+
+CATEGORY = "stable_cascade/loaders"
+UNET_FOLDERS = ("diffusion_models", "checkpoints")  # separate UNet files, or ComfyUI's bundled checkpoints
+VAE_FOLDERS = ("vae", "checkpoints")
+
+
+def _load_network(filename, folders, want):
+    path = full_path(filename, *folders)
+    name = os.path.basename(path)
+    if path.lower().endswith((".safetensors", ".sft")):
+        # The header alone tells what the file is: refuse a wrong one before reading any weights.
+        locate(read_safetensors_header(path), want, name)
+    return extract(read_state_dict(path), want=want, source_name=name)
+
+
+class StageCLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SCPack_StageCLoader",
+            display_name="Load Stage C (prior)",
+            category=CATEGORY,
+            description=(
+                "Loads a Stable Cascade Stage C (the text-conditional prior, 3.6B or 1B lite) from models/diffusion_models "
+                "or a bundled checkpoint from models/checkpoints. Original, ComfyUI-bundled and diffusers layouts, bf16 or fp32 files. "
+                "The MODEL also works in the host's KSampler."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "unet_name",
+                    options=filenames(*UNET_FOLDERS),
+                    tooltip="Stage C file, e.g. stage_c_bf16.safetensors, stage_c_lite_bf16.safetensors or stable_cascade_stage_c.safetensors.",
+                ),
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=["default", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"],
+                    default="default",
+                    tooltip="How the weights are stored in memory. 'default' lets ComfyUI choose. Stage C always computes in bf16 or fp32: fp16 overflows.",
+                ),
+            ],
+            outputs=[io.Model.Output(display_name="stage_c", tooltip="Stage C model (host MODEL).")],
+        )
+
+    @classmethod
+    def execute(cls, unet_name, weight_dtype="default"):
+        network_sd, config = _load_network(unet_name, UNET_FOLDERS, "stage_c")
+        return io.NodeOutput(host_models.build_diffusion_model("c", network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype]))
+
+
+class StageBLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SCPack_StageBLoader",
+            display_name="Load Stage B (decoder)",
+            category=CATEGORY,
+            description=(
+                "Loads a Stable Cascade Stage B (expands the Stage C latent into a Stage A latent; 1.5B or 700M lite) from "
+                "models/diffusion_models or a bundled checkpoint from models/checkpoints. The MODEL also works in the host's KSampler."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "unet_name",
+                    options=filenames(*UNET_FOLDERS),
+                    tooltip="Stage B file, e.g. stage_b_bf16.safetensors, stage_b_lite_bf16.safetensors or stable_cascade_stage_b.safetensors.",
+                ),
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=["default", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"],
+                    default="default",
+                    tooltip="How the weights are stored in memory. 'default' lets ComfyUI choose (Stage B may compute in fp16, bf16 or fp32).",
+                ),
+            ],
+            outputs=[io.Model.Output(display_name="stage_b", tooltip="Stage B model (host MODEL).")],
+        )
+
+    @classmethod
+    def execute(cls, unet_name, weight_dtype="default"):
+        network_sd, config = _load_network(unet_name, UNET_FOLDERS, "stage_b")
+        return io.NodeOutput(host_models.build_diffusion_model("b", network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype]))
+
+
+class StageALoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SCPack_StageALoader",
+            display_name="Load Stage A (VAE)",
+            category=CATEGORY,
+            description=(
+                "Loads Stable Cascade Stage A, the VQGAN that turns Stage B latents into pixels (and back), from models/vae or a "
+                "bundled Stage B checkpoint. Outputs the host's VAE type, so VAEDecode/VAEEncode accept it too."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "vae_name",
+                    options=filenames(*VAE_FOLDERS),
+                    tooltip="stage_a.safetensors, or stable_cascade_stage_b.safetensors (its bundled Stage A).",
+                ),
+            ],
+            outputs=[io.Vae.Output(display_name="stage_a", tooltip="Stage A as a host VAE (4-channel latent at 1/4 resolution).")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name):
+        network_sd, config = _load_network(vae_name, VAE_FOLDERS, "stage_a")
+        return io.NodeOutput(host_models.build_stage_a_vae(network_sd, config))
+
+
+NO_FILE = "none"
+
+
+class StageCCoderLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        options = [NO_FILE] + filenames(*VAE_FOLDERS)
+        return io.Schema(
+            node_id="SCPack_StageCCoderLoader",
+            display_name="Load EfficientNet encoder + Previewer",
+            category=CATEGORY,
+            description=(
+                "Loads the Stage C 'VAE': the EfficientNet encoder (image -> 16-channel Stage C latent, for image-to-image) and "
+                "the Previewer (Stage C latent -> small RGB preview, also used for live previews while Stage C samples). "
+                "From separate files in models/vae, or both from a bundled Stage C checkpoint. Outputs the host's VAE type."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "encoder_name",
+                    options=options,
+                    default=NO_FILE,
+                    tooltip="effnet_encoder.safetensors, or a bundled stable_cascade_stage_c.safetensors; 'none' for a preview-only VAE.",
+                ),
+                io.Combo.Input(
+                    "previewer_name",
+                    options=options,
+                    default=NO_FILE,
+                    tooltip="previewer.safetensors, or a bundled stable_cascade_stage_c.safetensors; 'none' for an encode-only VAE.",
+                ),
+            ],
+            outputs=[io.Vae.Output(display_name="stage_c_vae", tooltip="EfficientNet encoder + Previewer as a host VAE.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, encoder_name, previewer_name):
+        # Naming the inputs here switches off the host's own combo check for them: redo it.
+        available = filenames(*VAE_FOLDERS)
+        for name in (encoder_name, previewer_name):
+            if name != NO_FILE and name not in available:
+                return f"{name}: no such file in models/vae or models/checkpoints"
+        if encoder_name == NO_FILE and previewer_name == NO_FILE:
+            return "choose an encoder file, a previewer file, or both"
+        return True
+
+    @classmethod
+    def execute(cls, encoder_name, previewer_name):
+        encoder = None if encoder_name == NO_FILE else _load_network(encoder_name, VAE_FOLDERS, "effnet")
+        previewer = None if previewer_name == NO_FILE else _load_network(previewer_name, VAE_FOLDERS, "previewer")
+        return io.NodeOutput(host_models.build_stage_c_coder_vae(encoder, previewer))
+
+
+NODES = [StageCLoader, StageBLoader, StageALoader, StageCCoderLoader]

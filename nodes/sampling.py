@@ -1,0 +1,175 @@
+"""The GDF sampler nodes: Stage C (text -> 16-channel latent) and Stage B (-> Stage A latent)."""
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+from comfy_api.latest import io
+
+from ..samplers.gdf import diffuse, sample
+from .conditioning import stage_b_inputs, stage_c_inputs
+from .host_models import cascade_stage_of
+from .previews import make_preview_fn
+
+CATEGORY = "stable_cascade/sampling"
+SAMPLERS = ["ddpm", "ddim", "lcm"]
+SAMPLER_TOOLTIP = (
+    "ddpm: the original default (DDIM with eta 1, stochastic). ddim: deterministic with eta 0. "
+    "lcm: for LCM-distilled models."
+)
+
+
+def _common_inputs(steps, cfg, shift):
+    return [
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                     tooltip="Seed of the noise. The same seed gives the same image on any device (noise is drawn on the CPU)."),
+        io.Int.Input("steps", default=steps, min=1, max=1000, tooltip=f"Sampling steps. Original default: {steps}."),
+        io.Float.Input("cfg", default=cfg, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip=f"Classifier-free guidance scale. Original default: {cfg}."),
+        io.Float.Input("shift", default=shift, min=0.01, max=100.0, step=0.01,
+                       tooltip=f"Noise schedule shift (SNR divided by shift squared). Original default: {shift}."),
+        io.Float.Input("cfg_rho", default=0.7, min=0.0, max=1.0, step=0.01,
+                       tooltip="Guidance rescale: how much of the guided prediction is rescaled to the conditional one's std (original: 0.7)."),
+        io.Combo.Input("sampler", options=SAMPLERS, default="ddpm", tooltip=SAMPLER_TOOLTIP),
+        io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="Only for ddim: 0 is deterministic, 1 equals ddpm. Ignored by ddpm and lcm."),
+        io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="1.0 starts from pure noise. Below 1, the input latent is noised to this level (t_start) and "
+                               "sampled from there: image-to-image. The original uses 0.8."),
+    ]
+
+
+def _check_model(model, stage):
+    found = cascade_stage_of(model)
+    if found != stage:
+        what = f"a Stage {found.upper()} model" if found else "not a Stable Cascade model"
+        raise ValueError(f"the 'model' input is {what}; this sampler needs a Stage {stage.upper()} model")
+
+
+@torch.no_grad()
+def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
+    """Sample with the original GDF on a host MODEL; returns a host LATENT."""
+    if denoise <= 0.0:
+        return dict(latent)
+    host_model = model.model
+    mm.load_models_gpu([model])
+    network = host_model.diffusion_model
+    device = model.load_device
+    compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
+
+    def epsilon(x, r, **inputs):
+        inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
+        return network(x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32), **inputs).float()
+
+    preview = make_preview_fn(model, preview_vae)
+    progress = comfy.utils.ProgressBar(steps)
+
+    def on_step(index, total, x0, x):
+        mm.throw_exception_if_processing_interrupted()
+        progress.update_absolute(index + 1, total, preview(x0) if preview is not None else None)
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    start = {"shape": tuple(latent["samples"].shape)}
+    if denoise < 1.0:
+        clean = host_model.process_latent_in(latent["samples"].float())
+        # The original noises the image with shift 1 but samples from t_start with the model's shift.
+        noised, _ = diffuse(clean, denoise, generator, shift=1.0)
+        start = {"x_init": noised}
+    result = sample(
+        epsilon,
+        conditions=conditions,
+        unconditional=unconditional,
+        steps=steps,
+        cfg=cfg,
+        cfg_rho=cfg_rho,
+        shift=shift,
+        sampler=sampler,
+        eta=eta if sampler == "ddim" else None,
+        t_start=min(denoise, 1.0),
+        generator=generator,
+        device=device,
+        callback=on_step,
+        **start,
+    )
+    out = dict(latent)
+    out["samples"] = host_model.process_latent_out(result).to(mm.intermediate_device())
+    out.pop("noise_mask", None)
+    return out
+
+
+def _text_width(model):
+    return model.model.diffusion_model.clip_txt_mapper.weight.shape[1]
+
+
+class StageCSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SCPack_StageCSampler",
+            display_name="Stage C Sampler (GDF)",
+            category=CATEGORY,
+            description=(
+                "Samples the Stage C latent with the original GDF sampler (cosine schedule with shift, DDPM, rescaled CFG, "
+                "final x0), number for number as the original release. Connect a Stage C VAE to see real previews while it runs."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="Stage C model (from the Stage C loader or the host's UNETLoader)."),
+                io.Conditioning.Input("positive", tooltip="Prompt, from CLIPTextEncode with a 'stable_cascade' CLIP."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (the original uses an empty caption)."),
+                io.Latent.Input("stage_c", tooltip="Stage C latent: from the empty-latent node, or an encoded image for image-to-image."),
+                *_common_inputs(steps=20, cfg=4.0, shift=2.0),
+                io.Vae.Input("preview_vae", optional=True,
+                             tooltip="Optional Stage C VAE with the Previewer: each step's preview is decoded by it."),
+            ],
+            outputs=[io.Latent.Output(display_name="stage_c", tooltip="The sampled Stage C latent (16 channels).")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, stage_c, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
+        _check_model(model, "c")
+        batch = stage_c["samples"].shape[0]
+        width = _text_width(model)
+        conditions = stage_c_inputs(positive, batch, width, "positive")
+        unconditional = stage_c_inputs(negative, batch, width, "negative")
+        unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
+        result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae)
+        return io.NodeOutput(result)
+
+
+class StageBSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SCPack_StageBSampler",
+            display_name="Stage B Sampler (GDF)",
+            category=CATEGORY,
+            description=(
+                "Expands a Stage C latent into a Stage A latent with the original GDF sampler, conditioned on the Stage C latent "
+                "(zeros for the negative) and the pooled text embedding."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="Stage B model (from the Stage B loader or the host's UNETLoader)."),
+                io.Conditioning.Input("positive", tooltip="Prompt (Stage B uses only its pooled embedding)."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (pooled embedding only)."),
+                io.Latent.Input("stage_c", tooltip="The sampled Stage C latent that Stage B expands."),
+                io.Latent.Input("stage_b", tooltip="Stage B latent: sets the output size (image size / 4)."),
+                *_common_inputs(steps=10, cfg=1.1, shift=1.0),
+            ],
+            outputs=[io.Latent.Output(display_name="stage_b", tooltip="The sampled Stage B latent, for Stage A decoding.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, stage_c, stage_b, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise):
+        _check_model(model, "b")
+        batch = stage_b["samples"].shape[0]
+        prior = stage_c["samples"]
+        if prior.shape[1] != 16:
+            raise ValueError(f"'stage_c' has {prior.shape[1]} channels; a Stage C latent has 16")
+        conditions = stage_b_inputs(positive, prior, batch, "positive")
+        unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative")
+        result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise)
+        return io.NodeOutput(result)
+
+
+NODES = [StageCSampler, StageBSampler]
