@@ -26,8 +26,9 @@ from ..stages.stage_c import StageC
 def _model_classes(host_config_class, host_model_class, network_class):
     """A host model config + BaseModel pair that builds `network_class` as the diffusion model."""
 
-    def build_network(dtype=None, **kwargs):
-        network = network_class(dtype=dtype, **kwargs)
+    def build_network(dtype=None, device=None, **kwargs):
+        # Built without memory: the weights are assigned from the checkpoint afterwards.
+        network = network_class(dtype=dtype, device=torch.device("meta"), **kwargs)
         network.dtype = dtype  # the host reads the storage dtype from here (BaseModel.get_dtype)
         return network
 
@@ -78,14 +79,29 @@ def build_diffusion_model(stage, network_state_dict, network_config, weight_dtyp
     model_config.set_inference_dtype(weight_dtype, compute_dtype)
 
     model = model_config.get_model(network_state_dict)
-    model = model.to(mm.unet_offload_device())
-    missing, unexpected = model.diffusion_model.load_state_dict(network_state_dict, strict=False)
+    assign_weights(model.diffusion_model, network_state_dict, weight_dtype, f"Stage {stage.upper()}")
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+
+
+def assign_weights(network, state_dict, dtype, what):
+    """Puts the checkpoint's own tensors into a network built on the meta device.
+
+    Tensors already in `dtype` are used as they are (memory-mapped file pages, no copy); others are
+    converted one by one, so loading never holds a second full copy of the weights.
+    """
+    def stored(tensor):
+        return tensor.to(dtype) if tensor.is_floating_point() and tensor.dtype != dtype else tensor
+
+    weights = {name: stored(tensor) for name, tensor in state_dict.items()}
+    missing, unexpected = network.load_state_dict(weights, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(
-            f"the weights do not fit the Stage {stage.upper()} network built from them "
-            f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})"
+            f"the weights do not fit the {what} network built from them (missing: {missing[:5]}, unexpected: {unexpected[:5]})"
         )
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    left_on_meta = [name for name, tensor in [*network.named_parameters(), *network.named_buffers()] if tensor.is_meta]
+    if left_on_meta:
+        raise ValueError(f"the {what} network has tensors the checkpoint does not provide: {left_on_meta[:5]}")
+    return network
 
 
 class StageAForHost(torch.nn.Module):
