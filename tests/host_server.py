@@ -341,9 +341,27 @@ class HostServer:
         problems = self.pack_import_problems()
         if problems:
             self.stop()
-            raise HostError("the host started but the pack did not import cleanly:\n"
-                            + "\n".join(problems) + "\n--- log tail ---\n" + self.log_tail(120))
+            raise HostError(self._pack_failure_report(problems))
         return self
+
+    def _pack_failure_report(self, problems: list[str]) -> str:
+        """A short account of a failed pack import: the traceback through the pack's files, if the
+        host logged one (it logs none for errors raised inside comfy_entrypoint/get_node_list), and
+        the loader's lines about the pack."""
+        pack_paths = (str(self.pack_link), str(self.pack_dir))
+        loader_lines = [p for p in problems if not p.lstrip().startswith("File \"")]
+        lines = self.log_text().splitlines()
+        traceback_lines: list[str] = []
+        anchor = next((i for i, line in enumerate(lines) if loader_lines and line == loader_lines[0]), None)
+        if anchor is not None:
+            start = next((i for i in range(anchor, max(anchor - 80, -1), -1)
+                          if lines[i].startswith("Traceback")), None)
+            if start is not None and any(p in line for line in lines[start:anchor] for p in pack_paths):
+                traceback_lines = lines[start:anchor][-40:]
+        hint = ("(no traceback in the host log: errors inside comfy_entrypoint() are logged as one line;"
+                " tests/test_node_schemas.py imports the extension in-process and shows the traceback)")
+        return "\n".join(["the host started but the pack did not import cleanly:",
+                          *(traceback_lines or [hint]), *loader_lines, f"full log: {self.log_path}"])
 
     def _spawn(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -131,3 +131,17 @@ def test_harness_follows_a_prompt_over_the_websocket(host_server, host_client):
     images = host_server.output_images(result)
     assert [image.size for image in images] == [(16, 8), (16, 8)]
     assert host_server.history(prompt_id)["status"]["completed"] is True
+
+
+def test_harness_reports_an_execution_error(host_server, host_client):
+    """A prompt that passes validation and fails while running ends with execution_error."""
+    prompt_id = host_client.queue({
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "../outside"}},
+    })
+    result = host_client.wait_done(prompt_id, timeout=120)
+    assert result.outcome == "error", [m.type for m in result.messages]
+    assert result.error["node_type"] == "SaveImage"
+    assert "outside" in result.error["exception_message"]
+    assert result.history["status"]["status_str"] == "error"
+    assert host_server.is_serving()
