@@ -34,3 +34,11 @@ def test_host_loads_the_standin_as_stable_cascade_clip_g(host_modules, clip_g_st
     finally:
         del clip
         gc.collect()
+
+
+def test_server_offers_the_standin_to_clip_loader(host_server, host_clip_g):
+    """add_model() makes a file visible to the running host at once (its listing cache is keyed
+    on the folder's mtime)."""
+    options = host_server.object_info("CLIPLoader")["input"]["required"]["clip_name"][0]
+    assert host_clip_g in options
+    assert "stable_cascade" in host_server.object_info("CLIPLoader")["input"]["required"]["type"][0]
