@@ -22,7 +22,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -118,6 +117,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: have Linux kill the server if the process that started it dies
+    without stopping it (a killed test run must not leave a server behind)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:  # not Linux: stop() and the fixtures' finally blocks still apply
+        pass
 
 
 def decode_binary_frame(frame: bytes) -> Message:
@@ -262,7 +273,9 @@ class HostServer:
             d.mkdir(parents=True, exist_ok=True)
         for folder in MODEL_FOLDERS:
             self.models_dir(folder)
-        if not self.pack_link.exists():
+        if self.pack_link.is_symlink() and self.pack_link.resolve() != self.pack_dir:
+            self.pack_link.unlink()  # a reused base directory linked to another checkout
+        if not self.pack_link.is_symlink():
             self.pack_link.symlink_to(self.pack_dir, target_is_directory=True)
 
     def models_dir(self, folder: str) -> Path:
@@ -370,7 +383,8 @@ class HostServer:
         self._log_offset = self.log_path.stat().st_size
         self._proc = subprocess.Popen(self.command(), cwd=self.host_dir, env=env,
                                       stdin=subprocess.DEVNULL, stdout=self._log_file,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
