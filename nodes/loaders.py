@@ -5,9 +5,12 @@ from comfy_api.latest import io
 
 from ..stages.checkpoint import extract, locate, read_safetensors_header
 from . import host_models
+from .choices import choice_problems
 from .model_files import filenames, full_path, read_state_dict
 
 CATEGORY = "stable_cascade/loaders"
+STAGE_C_DTYPES = ["default", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
+STAGE_B_DTYPES = ["default", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
 UNET_FOLDERS = ("diffusion_models", "checkpoints")  # separate UNet files, or ComfyUI's bundled checkpoints
 VAE_FOLDERS = ("vae", "checkpoints")
 
@@ -41,13 +44,17 @@ class StageCLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "weight_dtype",
-                    options=["default", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"],
+                    options=STAGE_C_DTYPES,
                     default="default",
                     tooltip="How the weights are stored in memory. 'default' lets ComfyUI choose. Stage C always computes in bf16 or fp32: fp16 overflows.",
                 ),
             ],
             outputs=[io.Model.Output(display_name="stage_c", tooltip="Stage C model (host MODEL).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, unet_name, weight_dtype):
+        return choice_problems(unet_name=(unet_name, filenames(*UNET_FOLDERS)), weight_dtype=(weight_dtype, STAGE_C_DTYPES))
 
     @classmethod
     def execute(cls, unet_name, weight_dtype="default"):
@@ -74,13 +81,17 @@ class StageBLoader(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "weight_dtype",
-                    options=["default", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"],
+                    options=STAGE_B_DTYPES,
                     default="default",
                     tooltip="How the weights are stored in memory. 'default' lets ComfyUI choose (Stage B may compute in fp16, bf16 or fp32).",
                 ),
             ],
             outputs=[io.Model.Output(display_name="stage_b", tooltip="Stage B model (host MODEL).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, unet_name, weight_dtype):
+        return choice_problems(unet_name=(unet_name, filenames(*UNET_FOLDERS)), weight_dtype=(weight_dtype, STAGE_B_DTYPES))
 
     @classmethod
     def execute(cls, unet_name, weight_dtype="default"):
@@ -108,6 +119,10 @@ class StageALoader(io.ComfyNode):
             ],
             outputs=[io.Vae.Output(display_name="stage_a", tooltip="Stage A as a host VAE (4-channel latent at 1/4 resolution).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, vae_name):
+        return choice_problems(vae_name=(vae_name, filenames(*VAE_FOLDERS)))
 
     @classmethod
     def execute(cls, vae_name):
@@ -150,14 +165,10 @@ class StageCCoderLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, encoder_name, previewer_name):
-        # Naming the inputs here switches off the host's own combo check for them: redo it.
-        available = filenames(*VAE_FOLDERS)
-        for name in (encoder_name, previewer_name):
-            if name != NO_FILE and name not in available:
-                return f"{name}: no such file in models/vae or models/checkpoints"
         if encoder_name == NO_FILE and previewer_name == NO_FILE:
             return "choose an encoder file, a previewer file, or both"
-        return True
+        options = [NO_FILE] + filenames(*VAE_FOLDERS)
+        return choice_problems(encoder_name=(encoder_name, options), previewer_name=(previewer_name, options))
 
     @classmethod
     def execute(cls, encoder_name, previewer_name):

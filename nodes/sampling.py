@@ -6,6 +6,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..samplers.gdf import diffuse, sample
+from .choices import choice_problems
 from .conditioning import stage_b_inputs, stage_c_inputs
 from .host_models import cascade_stage_of
 from .previews import make_preview_fn
@@ -124,6 +125,10 @@ class StageCSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, sampler):
+        return choice_problems(sampler=(sampler, SAMPLERS))
+
+    @classmethod
     def execute(cls, model, positive, negative, stage_c, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
         _check_model(model, "c")
         batch = stage_c["samples"].shape[0]
@@ -157,6 +162,10 @@ class StageBSampler(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(display_name="stage_b", tooltip="The sampled Stage B latent, for Stage A decoding.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, sampler):
+        return choice_problems(sampler=(sampler, SAMPLERS))
 
     @classmethod
     def execute(cls, model, positive, negative, stage_c, stage_b, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise):

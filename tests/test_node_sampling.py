@@ -1,0 +1,160 @@
+"""The pack's loader, latent and sampler nodes in-process with the host's own modules.
+
+The host's UNETLoader only knows the released sizes, so the "host-built MODEL" here is made the way
+it makes one (its supported_models config + model_base class + its own StageC/StageB module) from
+the same tiny stand-in weights; our sampler must accept it and give the same numbers as on ours.
+"""
+import pytest
+import torch
+from conftest import _load_script
+
+STANDIN = _load_script("standin_models")
+
+
+@pytest.fixture(scope="module")
+def nodes(host_modules, tmp_path_factory):
+    import folder_paths
+
+    models = tmp_path_factory.mktemp("models")
+    paths = STANDIN.write_standin_models(models)
+    for folder in ("diffusion_models", "vae"):
+        folder_paths.add_model_folder_path(folder, str(models / folder), is_default=True)
+    from stable_cascade_pack.nodes import latents, loaders, sampling
+
+    return {"latents": latents, "loaders": loaders, "sampling": sampling, "paths": paths}
+
+
+def host_built_model(stage, path):
+    """A MODEL as the host builds one: its config class, its model class, its network."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    import comfy.utils
+
+    from stable_cascade_pack.stages.checkpoint import extract
+
+    config_class = {"c": comfy.supported_models.Stable_Cascade_C, "b": comfy.supported_models.Stable_Cascade_B}[stage]
+    state_dict, config = extract(comfy.utils.load_torch_file(str(path)), want=f"stage_{stage}")
+    config = {k: v for k, v in config.items() if k not in ("dropout",)}
+    model_config = config_class({**config, "stable_cascade_stage": stage})
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    model.diffusion_model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def text_conditioning(seed, tokens=77):
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, 1280, generator=generator), {"pooled_output": torch.randn(1, 1280, generator=generator)}]]
+
+
+POSITIVE, NEGATIVE = text_conditioning(1), text_conditioning(2)
+SAMPLER_ARGS = dict(seed=5, cfg_rho=0.7, sampler="ddpm", eta=0.0, denoise=1.0)
+
+
+def stage_c(nodes, model, latent, **overrides):
+    args = {**SAMPLER_ARGS, "steps": 3, "cfg": 4.0, "shift": 2.0, **overrides}
+    return nodes["sampling"].StageCSampler.execute(model, POSITIVE, NEGATIVE, latent, **args).args[0]["samples"]
+
+
+def stage_b(nodes, model, prior, latent, **overrides):
+    args = {**SAMPLER_ARGS, "steps": 2, "cfg": 1.1, "shift": 1.0, **overrides}
+    return nodes["sampling"].StageBSampler.execute(model, POSITIVE, NEGATIVE, {"samples": prior}, latent, **args).args[0]["samples"]
+
+
+def test_empty_latent_sizes(nodes):
+    empty = nodes["latents"].EmptyLatent
+    c, b = empty.execute(1024, 1024, 2).args
+    assert tuple(c["samples"].shape) == (2, 16, 24, 24) and tuple(b["samples"].shape) == (2, 4, 256, 256)
+    c, b = empty.execute(1536, 640, 1).args  # any aspect ratio: ceil(640 / 42.67) = 15, ceil(1536 / 42.67) = 36
+    assert tuple(c["samples"].shape) == (1, 16, 15, 36) and tuple(b["samples"].shape) == (1, 4, 160, 384)
+
+
+def test_empty_latent_refuses_sizes_the_models_cannot_take(nodes):
+    validate = nodes["latents"].EmptyLatent.validate_inputs
+    assert validate(1024, 768) is True
+    assert "nearest sizes that work: 1000 or 1008" in validate(1001, 1024)
+    assert "height 100 is below" in validate(1024, 100)
+
+
+def test_our_sampler_gives_the_same_latents_on_our_model_and_a_host_built_one(nodes):
+    loaders, paths = nodes["loaders"], nodes["paths"]
+    ours_c = loaders.StageCLoader.execute(paths["stage_c"].name, "fp32").args[0]
+    host_c = host_built_model("c", paths["stage_c"])
+    empty_c, empty_b = nodes["latents"].EmptyLatent.execute(256, 384, 2).args
+
+    ours = stage_c(nodes, ours_c, empty_c)
+    host = stage_c(nodes, host_c, empty_c)
+    assert ours.shape == (2, 16, 9, 6) and torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, host, atol=1e-4 * max(1.0, host.abs().max().item()), rtol=1e-4)
+
+    ours_b = loaders.StageBLoader.execute(paths["stage_b"].name, "fp32").args[0]
+    host_b = host_built_model("b", paths["stage_b"])
+    ours = stage_b(nodes, ours_b, host, empty_b)
+    host = stage_b(nodes, host_b, host, empty_b)
+    assert ours.shape == (2, 4, 96, 64) and torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, host, atol=1e-4 * max(1.0, host.abs().max().item()), rtol=1e-4)
+
+
+def test_the_stage_c_sampler_equals_the_gdf_loop_on_the_bare_network(nodes):
+    """The node adds nothing of its own to the original sampler: same seed, same numbers."""
+    from stable_cascade_pack.samplers.gdf import sample
+
+    model = nodes["loaders"].StageCLoader.execute(nodes["paths"]["stage_c"].name, "fp32").args[0]
+    latent = {"samples": torch.zeros(1, 16, 6, 6)}
+    via_node = stage_c(nodes, model, latent, sampler="ddim", eta=0.0)
+    network = model.model.diffusion_model
+    cond = {"clip_text": POSITIVE[0][0], "clip_text_pooled": POSITIVE[0][1]["pooled_output"][:, None], "clip_img": torch.zeros(1, 1, 768)}
+    uncond = {"clip_text": NEGATIVE[0][0], "clip_text_pooled": NEGATIVE[0][1]["pooled_output"][:, None], "clip_img": torch.zeros(1, 1, 768)}
+    with torch.no_grad():
+        direct = sample(network, shape=(1, 16, 6, 6), conditions=cond, unconditional=uncond, steps=3, cfg=4.0, cfg_rho=0.7,
+                        shift=2.0, sampler="ddim", eta=0.0, generator=torch.Generator().manual_seed(SAMPLER_ARGS["seed"]))
+    torch.testing.assert_close(via_node, direct)
+
+
+def test_denoise_starts_from_the_noised_input(nodes):
+    """denoise < 1 is the original image-to-image: the latent is noised to t_start (with shift 1) and
+    sampled from there; the clean latent shows through, a different one gives a different result."""
+    model = nodes["loaders"].StageCLoader.execute(nodes["paths"]["stage_c"].name, "fp32").args[0]
+    clean = torch.randn(1, 16, 6, 6, generator=torch.Generator().manual_seed(3))
+    from_clean = stage_c(nodes, model, {"samples": clean}, denoise=0.5)
+    from_other = stage_c(nodes, model, {"samples": clean + 1.0}, denoise=0.5)
+    from_noise = stage_c(nodes, model, {"samples": clean}, denoise=1.0)
+    assert not torch.allclose(from_clean, from_other)
+    assert not torch.allclose(from_clean, from_noise)
+    assert torch.equal(stage_c(nodes, model, {"samples": clean}, denoise=0.0), clean)
+
+
+def test_the_samplers_refuse_the_wrong_model_and_foreign_conditioning(nodes):
+    loaders, paths = nodes["loaders"], nodes["paths"]
+    model_b = loaders.StageBLoader.execute(paths["stage_b"].name, "default").args[0]
+    with pytest.raises(ValueError, match="is a Stage B model; this sampler needs a Stage C model"):
+        stage_c(nodes, model_b, {"samples": torch.zeros(1, 16, 6, 6)})
+    model_c = loaders.StageCLoader.execute(paths["stage_c"].name, "default").args[0]
+    sdxl_like = [[torch.randn(1, 77, 2048), {"pooled_output": torch.randn(1, 1280)}]]
+    with pytest.raises(ValueError, match="2048-wide text embeddings but Stage C expects 1280"):
+        nodes["sampling"].StageCSampler.execute(model_c, sdxl_like, NEGATIVE, {"samples": torch.zeros(1, 16, 6, 6)},
+                                                **{**SAMPLER_ARGS, "steps": 1, "cfg": 4.0, "shift": 2.0})
+    no_pooled = [[torch.randn(1, 77, 1280), {}]]
+    with pytest.raises(ValueError, match="no pooled text embedding"):
+        nodes["sampling"].StageCSampler.execute(model_c, no_pooled, NEGATIVE, {"samples": torch.zeros(1, 16, 6, 6)},
+                                                **{**SAMPLER_ARGS, "steps": 1, "cfg": 4.0, "shift": 2.0})
+
+
+def test_loaders_refuse_the_wrong_file_before_reading_weights(nodes):
+    from stable_cascade_pack.stages.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="stage_b_bf16.safetensors is a Stage B"):
+        nodes["loaders"].StageCLoader.execute(nodes["paths"]["stage_b"].name, "default")
+    with pytest.raises(CheckpointError, match="Load Stage A"):
+        nodes["loaders"].StageCCoderLoader.execute("none", nodes["paths"]["stage_a"].name)
+
+
+def test_loader_dtypes_follow_the_choice_and_stage_c_never_computes_in_fp16(nodes):
+    loaders, paths = nodes["loaders"], nodes["paths"]
+    model = loaders.StageCLoader.execute(paths["stage_c"].name, "bf16").args[0]
+    assert model.model.get_dtype() == torch.bfloat16
+    assert model.model.manual_cast_dtype in (None, torch.float32, torch.bfloat16)
+    assert "fp16" not in loaders.STAGE_C_DTYPES and "fp16" in loaders.STAGE_B_DTYPES
+    latent = stage_c(nodes, model, {"samples": torch.zeros(1, 16, 6, 6)})
+    assert latent.dtype == torch.float32 and torch.isfinite(latent).all()
