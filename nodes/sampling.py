@@ -52,7 +52,15 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     if denoise <= 0.0:
         return dict(latent)
     host_model = model.model
-    mm.load_models_gpu([model])
+    # As the host's own samplers do: room for the model plus one step's activations on the
+    # CFG-doubled batch, at least room for the plain batch.
+    batch_shape = list(latent["samples"].shape)
+    doubled_shape = [batch_shape[0] * 2] + batch_shape[1:]
+    mm.load_models_gpu(
+        [model],
+        memory_required=host_model.memory_required(doubled_shape),
+        minimum_memory_required=host_model.memory_required(batch_shape),
+    )
     network = host_model.diffusion_model
     device = model.load_device
     compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()

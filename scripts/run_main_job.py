@@ -5,7 +5,7 @@ Run it with the environment's python (the README's first command):
     "$(bash scripts/setup_env.sh --print-python)" scripts/run_main_job.py [--models-dir DIR]
 
 It starts the host with this pack installed in a fresh base directory (out/main_job/), queues the
-bundled workflow example_workflows/text_to_image_api.json through POST /prompt exactly as the editor
+bundled workflow example_workflows/api/text_to_image_api.json through POST /prompt exactly as the editor
 would, waits for it, and writes the PNG (out/text_to_image.png by default).
 
 Weights: with --models-dir (or SC_MODELS_DIR) pointing at a ComfyUI models folder that holds the
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = REPO_ROOT / "example_workflows" / "text_to_image_api.json"
+WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 
 # role -> (models folder, workflow node, input name, released file names in order of preference)
 ROLES = {

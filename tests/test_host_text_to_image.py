@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT, _load_script
 from host_server import PromptRejected
 
-WORKFLOW = REPO_ROOT / "example_workflows" / "text_to_image_api.json"
+WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 STAGE_C_SAMPLER, STAGE_B_SAMPLER, LATENTS, SAVE = "9", "10", "8", "12"
 
 
@@ -142,8 +142,9 @@ def test_odd_size_is_refused_with_the_nearest_sizes(host_server, workflow):
 
 def test_our_models_work_in_the_hosts_ksampler(host_server, workflow):
     """Our Stage C/B MODELs and Stage A VAE in the host's own native Stable Cascade graph."""
+    workflow["14"] = {"class_type": "ModelSamplingStableCascade", "inputs": {"model": ["1", 0], "shift": 2.0}}
     workflow[STAGE_C_SAMPLER] = {"class_type": "KSampler", "inputs": {
-        "model": ["1", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": [LATENTS, 0], "seed": 1,
+        "model": ["14", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": [LATENTS, 0], "seed": 1,
         "steps": 2, "cfg": 4.0, "sampler_name": "euler_ancestral", "scheduler": "simple", "denoise": 1.0}}
     workflow["13"] = {"class_type": "StableCascade_StageB_Conditioning", "inputs": {
         "conditioning": ["6", 0], "stage_c": [STAGE_C_SAMPLER, 0]}}

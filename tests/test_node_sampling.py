@@ -158,3 +158,62 @@ def test_loader_dtypes_follow_the_choice_and_stage_c_never_computes_in_fp16(node
     assert "fp16" not in loaders.STAGE_C_DTYPES and "fp16" in loaders.STAGE_B_DTYPES
     latent = stage_c(nodes, model, {"samples": torch.zeros(1, 16, 6, 6)})
     assert latent.dtype == torch.float32 and torch.isfinite(latent).all()
+
+
+def test_loaders_take_networks_out_of_comfyui_bundled_checkpoints(nodes, tmp_path):
+    """stable_cascade_stage_c/_b.safetensors as ComfyUI ships them (models/checkpoints): the UNet
+    under model.diffusion_model., the Stage C file's encoder + Previewer (or the Stage B file's Stage A)
+    under vae."""
+    import folder_paths
+    from safetensors.torch import load_file, save_file
+
+    paths = nodes["paths"]
+
+    def prefixed(prefix, path):
+        return {prefix + key: tensor for key, tensor in load_file(str(path)).items()}
+
+    bundled_c = {**prefixed("model.diffusion_model.", paths["stage_c"]),
+                 **prefixed("vae.encoder.", paths["effnet"]), **prefixed("vae.previewer.", paths["previewer"])}
+    bundled_b = {**prefixed("model.diffusion_model.", paths["stage_b"]), **prefixed("vae.", paths["stage_a"])}
+    save_file(bundled_c, str(tmp_path / "stable_cascade_stage_c.safetensors"))
+    save_file(bundled_b, str(tmp_path / "stable_cascade_stage_b.safetensors"))
+    folder_paths.add_model_folder_path("checkpoints", str(tmp_path), is_default=True)
+    loaders = nodes["loaders"]
+
+    from_bundle = loaders.StageCLoader.execute("stable_cascade_stage_c.safetensors", "fp32").args[0]
+    from_file = loaders.StageCLoader.execute(paths["stage_c"].name, "fp32").args[0]
+    latent = {"samples": torch.zeros(1, 16, 6, 6)}
+    torch.testing.assert_close(stage_c(nodes, from_bundle, latent), stage_c(nodes, from_file, latent))
+
+    coder = loaders.StageCCoderLoader.execute("stable_cascade_stage_c.safetensors", "stable_cascade_stage_c.safetensors").args[0]
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    encoded = coder.encode(image)
+    assert tuple(encoded.shape) == (1, 16, 2, 2)
+    assert tuple(coder.decode(encoded).shape) == (1, 16, 16, 3)
+
+    stage_b_model = loaders.StageBLoader.execute("stable_cascade_stage_b.safetensors", "default").args[0]
+    assert stage_b_model.model.diffusion_model.__class__.__name__ == "StageB"
+    stage_a = loaders.StageALoader.execute("stable_cascade_stage_b.safetensors").args[0]
+    decoded = nodes["latents"].StageADecode.execute(stage_a, {"samples": torch.randn(1, 4, 8, 8)}).args[0]
+    assert tuple(decoded.shape) == (1, 32, 32, 3) and 0.0 <= decoded.min() and decoded.max() <= 1.0
+
+
+def test_stage_a_vae_round_trip_follows_the_hosts_latent_convention(nodes):
+    """The host keeps Stage B latents as z * 0.43 (its SC_B latent format scales by 1/0.43): our
+    Stage A VAE must encode to and decode from that same convention."""
+    from stable_cascade_pack.stages.stage_a import StageA
+    from stable_cascade_pack.stages.checkpoint import extract
+    from safetensors.torch import load_file
+
+    vae = nodes["loaders"].StageALoader.execute(nodes["paths"]["stage_a"].name).args[0]
+    state_dict, config = extract(load_file(str(nodes["paths"]["stage_a"])), want="stage_a")
+    network = StageA(**config).eval()
+    network.load_state_dict(state_dict)
+    image = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    host_latent = vae.encode(image)
+    with torch.no_grad():
+        original_latent = network.encode(image.movedim(-1, 1))
+    torch.testing.assert_close(host_latent, original_latent * 0.43, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        expected = network.decode(original_latent).clamp(0, 1).movedim(1, -1)
+    torch.testing.assert_close(vae.decode(host_latent), expected, atol=1e-5, rtol=1e-5)
