@@ -24,79 +24,61 @@ def _load_network(filename, folders, want):
     return extract(read_state_dict(path), want=want, source_name=name)
 
 
-class StageCLoader(io.ComfyNode):
+class DiffusionModelLoader(io.ComfyNode):
+    """What the Stage C and Stage B loaders share; each subclass names its stage and its texts."""
+
+    STAGE = NODE_ID = DISPLAY_NAME = DESCRIPTION = FILE_TOOLTIP = DTYPE_TOOLTIP = None
+    DTYPES = []
+
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="SCPack_StageCLoader",
-            display_name="Load Stage C (prior)",
+            node_id=cls.NODE_ID,
+            display_name=cls.DISPLAY_NAME,
             category=CATEGORY,
-            description=(
-                "Loads a Stable Cascade Stage C (the text-conditional prior, 3.6B or 1B lite) from models/diffusion_models "
-                "or a bundled checkpoint from models/checkpoints. Original, ComfyUI-bundled and diffusers layouts, bf16 or fp32 files. "
-                "The MODEL also works in the host's KSampler."
-            ),
+            description=cls.DESCRIPTION,
             inputs=[
-                io.Combo.Input(
-                    "unet_name",
-                    options=filenames(*UNET_FOLDERS),
-                    tooltip="Stage C file, e.g. stage_c_bf16.safetensors, stage_c_lite_bf16.safetensors or stable_cascade_stage_c.safetensors.",
-                ),
-                io.Combo.Input(
-                    "weight_dtype",
-                    options=STAGE_C_DTYPES,
-                    default="default",
-                    tooltip="How the weights are stored in memory. 'default' lets ComfyUI choose. Stage C always computes in bf16 or fp32: fp16 overflows.",
-                ),
+                io.Combo.Input("unet_name", options=filenames(*UNET_FOLDERS), tooltip=cls.FILE_TOOLTIP),
+                io.Combo.Input("weight_dtype", options=cls.DTYPES, default="default", tooltip=cls.DTYPE_TOOLTIP),
             ],
-            outputs=[io.Model.Output(display_name="stage_c", tooltip="Stage C model (host MODEL).")],
+            outputs=[io.Model.Output(display_name=f"stage_{cls.STAGE}", tooltip=f"Stage {cls.STAGE.upper()} model (host MODEL).")],
         )
 
     @classmethod
     def validate_inputs(cls, unet_name, weight_dtype):
-        return choice_problems(unet_name=(unet_name, filenames(*UNET_FOLDERS)), weight_dtype=(weight_dtype, STAGE_C_DTYPES))
+        return choice_problems(unet_name=(unet_name, filenames(*UNET_FOLDERS)), weight_dtype=(weight_dtype, cls.DTYPES))
 
     @classmethod
     def execute(cls, unet_name, weight_dtype="default"):
-        network_sd, config = _load_network(unet_name, UNET_FOLDERS, "stage_c")
-        return io.NodeOutput(host_models.build_diffusion_model("c", network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype]))
+        network_sd, config = _load_network(unet_name, UNET_FOLDERS, f"stage_{cls.STAGE}")
+        return io.NodeOutput(host_models.build_diffusion_model(cls.STAGE, network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype]))
 
 
-class StageBLoader(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="SCPack_StageBLoader",
-            display_name="Load Stage B (decoder)",
-            category=CATEGORY,
-            description=(
-                "Loads a Stable Cascade Stage B (expands the Stage C latent into a Stage A latent; 1.5B or 700M lite) from "
-                "models/diffusion_models or a bundled checkpoint from models/checkpoints. The MODEL also works in the host's KSampler."
-            ),
-            inputs=[
-                io.Combo.Input(
-                    "unet_name",
-                    options=filenames(*UNET_FOLDERS),
-                    tooltip="Stage B file, e.g. stage_b_bf16.safetensors, stage_b_lite_bf16.safetensors or stable_cascade_stage_b.safetensors.",
-                ),
-                io.Combo.Input(
-                    "weight_dtype",
-                    options=STAGE_B_DTYPES,
-                    default="default",
-                    tooltip="How the weights are stored in memory. 'default' lets ComfyUI choose (Stage B may compute in fp16, bf16 or fp32).",
-                ),
-            ],
-            outputs=[io.Model.Output(display_name="stage_b", tooltip="Stage B model (host MODEL).")],
-        )
+class StageCLoader(DiffusionModelLoader):
+    STAGE = "c"
+    NODE_ID = "SCPack_StageCLoader"
+    DISPLAY_NAME = "Load Stage C (prior)"
+    DESCRIPTION = (
+        "Loads a Stable Cascade Stage C (the text-conditional prior, 3.6B or 1B lite) from models/diffusion_models "
+        "or a bundled checkpoint from models/checkpoints. Original, ComfyUI-bundled and diffusers layouts, bf16 or fp32 files. "
+        "The MODEL also works in the host's KSampler."
+    )
+    FILE_TOOLTIP = "Stage C file, e.g. stage_c_bf16.safetensors, stage_c_lite_bf16.safetensors or stable_cascade_stage_c.safetensors."
+    DTYPES = STAGE_C_DTYPES
+    DTYPE_TOOLTIP = "How the weights are stored in memory. 'default' lets ComfyUI choose. Stage C always computes in bf16 or fp32: fp16 overflows."
 
-    @classmethod
-    def validate_inputs(cls, unet_name, weight_dtype):
-        return choice_problems(unet_name=(unet_name, filenames(*UNET_FOLDERS)), weight_dtype=(weight_dtype, STAGE_B_DTYPES))
 
-    @classmethod
-    def execute(cls, unet_name, weight_dtype="default"):
-        network_sd, config = _load_network(unet_name, UNET_FOLDERS, "stage_b")
-        return io.NodeOutput(host_models.build_diffusion_model("b", network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype]))
+class StageBLoader(DiffusionModelLoader):
+    STAGE = "b"
+    NODE_ID = "SCPack_StageBLoader"
+    DISPLAY_NAME = "Load Stage B (decoder)"
+    DESCRIPTION = (
+        "Loads a Stable Cascade Stage B (expands the Stage C latent into a Stage A latent; 1.5B or 700M lite) from "
+        "models/diffusion_models or a bundled checkpoint from models/checkpoints. The MODEL also works in the host's KSampler."
+    )
+    FILE_TOOLTIP = "Stage B file, e.g. stage_b_bf16.safetensors, stage_b_lite_bf16.safetensors or stable_cascade_stage_b.safetensors."
+    DTYPES = STAGE_B_DTYPES
+    DTYPE_TOOLTIP = "How the weights are stored in memory. 'default' lets ComfyUI choose (Stage B may compute in fp16, bf16 or fp32)."
 
 
 class StageALoader(io.ComfyNode):
