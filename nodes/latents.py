@@ -94,7 +94,7 @@ class StageADecode(io.ComfyNode):
         samples = stage_b["samples"]
         if samples.shape[1] != 4:
             raise ValueError(f"'stage_b' has {samples.shape[1]} channels; a Stage B latent has 4 (is this a Stage C latent?)")
-        # The host's own Stage A VAE does not clamp; an image outside 0..1 would wrap when saved.
+        # The host's own Stage A VAE (Load VAE) does not clamp: later nodes would see values outside 0..1.
         return io.NodeOutput(stage_a.decode(samples).clamp(0.0, 1.0))
 
 

@@ -35,7 +35,7 @@ def _common_inputs(steps, cfg, shift):
                        tooltip="Only for ddim: 0 is deterministic, 1 equals ddpm. Ignored by ddpm and lcm."),
         io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                        tooltip="1.0 starts from pure noise. Below 1, the input latent is noised to this level (t_start) and "
-                               "sampled from there: image-to-image. The original uses 0.8."),
+                               "sampled from there with 'steps' steps: image-to-image. The original uses 0.8 with 16 steps."),
     ]
 
 
