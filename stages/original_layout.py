@@ -7,9 +7,9 @@ Our modules (like the host's) use separate projections:
 q, k, v are rows [0:c], [c:2c], [2c:3c] of the packed projection. `out_proj` has the same name in both,
 and every other key is untouched. Any key prefix (e.g. "model.diffusion_model.") is kept.
 
-Both directions return a read-only mapping that computes each converted value only when it is read:
-original -> pack gives views of the input (no copy; fine for memory-mapped safetensors), pack -> original
-concatenates the three projections of one key at a time, so a large state dict is never duplicated whole.
+original -> pack gives a dict of views of the input (no copy; fine for memory-mapped safetensors);
+pack -> original returns a read-only mapping that joins the three projections of one key only when it
+is read, so a large state dict is never duplicated whole.
 """
 from collections.abc import Mapping
 
@@ -68,19 +68,13 @@ class ConvertedStateDict(Mapping):
 
 
 def original_to_pack(state_dict):
-    """Original layout -> pack layout: split every packed q/k/v projection into views (no copy)."""
-    recipes = {}
-    for key in state_dict:
-        parts = _packed_key_parts(key)
-        if parts is None:
-            recipes[key] = lambda key=key: state_dict[key]
-            continue
-        base, param = parts
-        for index, projection in enumerate(PROJECTIONS):
-            recipes[f"{base}{projection}.{param}"] = (
-                lambda key=key, index=index: state_dict[key].chunk(3, dim=0)[index]
-            )
-    return ConvertedStateDict(state_dict, recipes)
+    """Original layout -> pack layout: every packed q/k/v projection split into views (no copy).
+
+    The same key map the checkpoint loaders use (stages/checkpoint/layouts.py), applied to tensors.
+    """
+    from .checkpoint.layouts import apply_key_map, unet_key_map
+
+    return apply_key_map(state_dict, unet_key_map(state_dict.keys(), "original", stage=None))
 
 
 def pack_to_original(state_dict):

@@ -99,7 +99,7 @@ def test_progress_and_previewer_previews_during_stage_c(host_server, workflow):
 def test_interrupt_stops_a_long_run_and_the_next_prompt_works(host_server, workflow):
     long = copy.deepcopy(workflow)
     long[STAGE_C_SAMPLER]["inputs"].update(steps=1000, seed=99)
-    long[LATENTS]["inputs"].update(width=1024, height=1024)
+    long[LATENTS]["inputs"].update(width=2048, height=2048)  # slow enough steps that 1000 cannot finish first
     with host_server.client() as client:
         prompt_id = client.queue(long)
         client.wait_for(lambda m: m.type == "progress" and m.data.get("node") == STAGE_C_SAMPLER, timeout=300)
