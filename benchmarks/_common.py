@@ -4,7 +4,6 @@ seeded full-size weights, memory readings and medians.
 The repository root is the pack; like tests/conftest.py, we import it by file path as
 `stable_cascade_pack`, the way the host does.
 """
-import importlib.util
 import json
 import os
 import platform
@@ -14,36 +13,17 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV_DIR = Path(os.environ.get("SC_ENV_DIR", Path.home() / ".cache" / "stable-cascade-comfyui"))
-HOST_DIR = Path(os.environ.get("SC_HOST_DIR", ENV_DIR / "comfyui"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from pack_env import ENV_DIR, HOST_DIR, PACK_NAME, register_pack  # noqa: E402,F401
+from pack_env import import_host as _import_host  # noqa: E402
+
 BENCH_DIR = Path(os.environ.get("SC_BENCH_DIR", ENV_DIR / "bench"))
-PACK_NAME = "stable_cascade_pack"
 GiB = 1024**3
-
-
-def register_pack():
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    spec = importlib.util.spec_from_file_location(
-        PACK_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def import_host():
     """The pinned host, importable in this process, CPU only; then the pack (it imports comfy)."""
-    if not (HOST_DIR / "comfy").is_dir():
-        raise SystemExit(f"host not found at {HOST_DIR}: run `bash scripts/setup_env.sh` first")
-    if str(HOST_DIR) not in sys.path:
-        sys.path.insert(0, str(HOST_DIR))
-    from comfy.cli_args import args
-
-    args.cpu = True  # must precede the first import of comfy.model_management
-    import comfy.model_management  # noqa: F401
-
+    _import_host()
     register_pack()
 
 

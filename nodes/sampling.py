@@ -109,7 +109,23 @@ def _text_width(model):
     return model.model.diffusion_model.clip_txt_mapper.weight.shape[1]
 
 
-class StageCSampler(io.ComfyNode):
+def _model_and_prompt_inputs(stage, positive_tooltip, negative_tooltip):
+    return [
+        io.Model.Input("model", tooltip=f"Stage {stage} model (from the Stage {stage} loader or the host's UNETLoader)."),
+        io.Conditioning.Input("positive", tooltip=positive_tooltip),
+        io.Conditioning.Input("negative", tooltip=negative_tooltip),
+    ]
+
+
+class GDFSampler(io.ComfyNode):
+    """What both sampler nodes share; each defines its schema and how it conditions its stage."""
+
+    @classmethod
+    def validate_inputs(cls, sampler):
+        return choice_problems(sampler=(sampler, SAMPLERS))
+
+
+class StageCSampler(GDFSampler):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -121,9 +137,8 @@ class StageCSampler(io.ComfyNode):
                 "final x0), number for number as the original release. Connect a Stage C VAE to see real previews while it runs."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="Stage C model (from the Stage C loader or the host's UNETLoader)."),
-                io.Conditioning.Input("positive", tooltip="Prompt, from CLIPTextEncode with a 'stable_cascade' CLIP."),
-                io.Conditioning.Input("negative", tooltip="Negative prompt (the original uses an empty caption)."),
+                *_model_and_prompt_inputs("C", "Prompt, from CLIPTextEncode with a 'stable_cascade' CLIP.",
+                                          "Negative prompt (the original uses an empty caption)."),
                 io.Latent.Input("stage_c", tooltip="Stage C latent: from the empty-latent node, or an encoded image for image-to-image."),
                 *_common_inputs(steps=20, cfg=4.0, shift=2.0),
                 io.Vae.Input("preview_vae", optional=True,
@@ -131,10 +146,6 @@ class StageCSampler(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(display_name="stage_c", tooltip="The sampled Stage C latent (16 channels).")],
         )
-
-    @classmethod
-    def validate_inputs(cls, sampler):
-        return choice_problems(sampler=(sampler, SAMPLERS))
 
     @classmethod
     def execute(cls, model, positive, negative, stage_c, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
@@ -149,7 +160,7 @@ class StageCSampler(io.ComfyNode):
         return io.NodeOutput(result)
 
 
-class StageBSampler(io.ComfyNode):
+class StageBSampler(GDFSampler):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -161,19 +172,14 @@ class StageBSampler(io.ComfyNode):
                 "(zeros for the negative) and the pooled text embedding."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="Stage B model (from the Stage B loader or the host's UNETLoader)."),
-                io.Conditioning.Input("positive", tooltip="Prompt (Stage B uses only its pooled embedding)."),
-                io.Conditioning.Input("negative", tooltip="Negative prompt (pooled embedding only)."),
+                *_model_and_prompt_inputs("B", "Prompt (Stage B uses only its pooled embedding).",
+                                          "Negative prompt (pooled embedding only)."),
                 io.Latent.Input("stage_c", tooltip="The sampled Stage C latent that Stage B expands."),
                 io.Latent.Input("stage_b", tooltip="Stage B latent: sets the output size (image size / 4)."),
                 *_common_inputs(steps=10, cfg=1.1, shift=1.0),
             ],
             outputs=[io.Latent.Output(display_name="stage_b", tooltip="The sampled Stage B latent, for Stage A decoding.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, sampler):
-        return choice_problems(sampler=(sampler, SAMPLERS))
 
     @classmethod
     def execute(cls, model, positive, negative, stage_c, stage_b, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise):

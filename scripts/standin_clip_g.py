@@ -22,6 +22,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pack_env import ENV_DIR  # noqa: E402
+
 # Bump when the layout or the values change, so that a stale cached file is not reused.
 FORMAT_VERSION = 1
 DEFAULT_SEED = 0
@@ -35,8 +38,7 @@ WEIGHT_STD = 0.02
 
 
 def standins_dir() -> Path:
-    env_dir = Path(os.environ.get("SC_ENV_DIR", Path.home() / ".cache" / "stable-cascade-comfyui"))
-    return env_dir / "standins"
+    return ENV_DIR / "standins"
 
 
 def clip_g_shapes() -> dict[str, tuple[int, ...]]:

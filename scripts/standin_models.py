@@ -9,15 +9,14 @@ loaders as real files; the pictures they make are noise.
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PACK_NAME = "stable_cascade_pack"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pack_env import register_pack  # noqa: E402
 
 # Widths are multiples of 64 with one head per 64 channels, like every released model; the text and
 # image widths are the real ones, so the host's CLIP-G output fits.
@@ -48,13 +47,7 @@ BF16_ROLES = {"stage_c", "stage_b"}
 
 
 def _pack():
-    if PACK_NAME not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACK_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK_NAME] = module
-        spec.loader.exec_module(module)
+    register_pack()
     from stable_cascade_pack.stages import original_layout, variants
 
     return variants, original_layout

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import signal
 import socket
 import struct
@@ -32,8 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV_DIR = Path(os.environ.get("SC_ENV_DIR", Path.home() / ".cache" / "stable-cascade-comfyui"))
-HOST_DIR = Path(os.environ.get("SC_HOST_DIR", ENV_DIR / "comfyui"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from pack_env import ENV_DIR, HOST_DIR  # noqa: E402
 HOST_PYTHON = Path(os.environ.get("SC_HOST_PYTHON", ENV_DIR / "venv" / "bin" / "python"))
 
 # The folder name the pack gets under custom_nodes/: what users get from `git clone <repository>`.

@@ -1,0 +1,39 @@
+"""Where the pinned host environment lives, and how scripts, tests and benchmarks import the pack.
+
+The repository root is the pack (users clone it into custom_nodes/), so its folder name is no
+package name to rely on: like the host, we import it by file path, under a fixed name.
+"""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENV_DIR = Path(os.environ.get("SC_ENV_DIR", Path.home() / ".cache" / "stable-cascade-comfyui"))
+HOST_DIR = Path(os.environ.get("SC_HOST_DIR", ENV_DIR / "comfyui"))
+PACK_NAME = "stable_cascade_pack"
+
+
+def register_pack():
+    """The pack as the module `stable_cascade_pack` (imported once)."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(
+        PACK_NAME, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def import_host():
+    """Make the pinned host importable in this process, CPU only (no GPU here or in CI)."""
+    if not (HOST_DIR / "comfy").is_dir():
+        raise RuntimeError(f"host not found at {HOST_DIR}: run `bash scripts/setup_env.sh` first")
+    if str(HOST_DIR) not in sys.path:
+        sys.path.insert(0, str(HOST_DIR))
+    from comfy.cli_args import args
+
+    args.cpu = True  # must precede the first import of comfy.model_management
+    import comfy.model_management  # noqa: F401
