@@ -5,6 +5,7 @@ valid package name we can rely on. Tests import it under a fixed name, `stable_c
 exactly the way the host does: by file path.
 """
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
