@@ -146,7 +146,8 @@ class StageCCoderForHost(torch.nn.Module):
         return self.previewer(stage_c_latent) * 2.0 - 1.0
 
 
-def _host_vae(module, *, downscale_ratio, upscale_ratio, latent_channels, to_model_input, from_model_output):
+def _host_vae(module, *, downscale_ratio, upscale_ratio, latent_channels, to_model_input, from_model_output,
+              encode_values_per_pixel, decode_values_per_pixel):
     """A host `VAE` object around one of the adapters above.
 
     comfy.sd.VAE only builds itself from a state dict it recognises; the cheapest one it knows is
@@ -162,8 +163,9 @@ def _host_vae(module, *, downscale_ratio, upscale_ratio, latent_channels, to_mod
     vae.latent_channels = latent_channels
     vae.process_input = to_model_input
     vae.process_output = from_model_output
-    vae.memory_used_encode = lambda shape, dtype: 2000 * shape[2] * shape[3] * mm.dtype_size(dtype)
-    vae.memory_used_decode = lambda shape, dtype: 2000 * shape[2] * shape[3] * upscale_ratio**2 * mm.dtype_size(dtype)
+    # What the host reserves before encoding an image [B,C,H,W] / decoding a latent [B,C,h,w].
+    vae.memory_used_encode = lambda shape, dtype: encode_values_per_pixel * shape[2] * shape[3] * mm.dtype_size(dtype)
+    vae.memory_used_decode = lambda shape, dtype: decode_values_per_pixel * shape[2] * shape[3] * mm.dtype_size(dtype)
     vae.size = None
     vae.patcher = comfy.model_patcher.ModelPatcher(
         vae.first_stage_model, load_device=vae.device, offload_device=mm.vae_offload_device()
@@ -185,6 +187,9 @@ def build_stage_a_vae(state_dict, config):
         StageAForHost(stage_a),
         downscale_ratio=4,
         upscale_ratio=4,
+        # Peak activations per input pixel, measured with the released Stage A (fp32, 1024² image).
+        encode_values_per_pixel=550,
+        decode_values_per_pixel=8600,
         latent_channels=stage_a_latent_channels(config),
         to_model_input=lambda image: image,
         # Stage A decodes to roughly [0, 1] without clamping; images must not leave that range.
@@ -207,6 +212,10 @@ def build_stage_c_coder_vae(encoder_parts=None, previewer_parts=None):
         StageCCoderForHost(encoder, previewer),
         downscale_ratio=32,
         upscale_ratio=8,
+        # Peak activations per input pixel, measured with the released encoder (768² image) and
+        # Previewer (192² latent), fp32.
+        encode_values_per_pixel=100,
+        decode_values_per_pixel=27000,
         latent_channels=16,
         to_model_input=lambda image: image * 2.0 - 1.0,
         from_model_output=lambda image: ((image + 1.0) / 2.0).clamp(0.0, 1.0),
