@@ -110,7 +110,7 @@ def test_interrupt_stops_a_long_run_and_the_next_prompt_works(host_server, workf
     assert result.of_type("execution_interrupted"), "the run was not interrupted"
     steps_done = max(p["value"] for p in result.progress if p.get("node") == STAGE_C_SAMPLER)
     assert steps_done < 1000
-    assert stopped_after < 60, f"stopping took {stopped_after:.1f} s"
+    assert stopped_after < 10, f"stopping took {stopped_after:.1f} s: the sampler should stop within a step"
     assert host_server.output_images(run_ok(host_server, workflow))
 
 
