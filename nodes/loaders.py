@@ -1,27 +1,15 @@
 """Loader nodes: files in the host's model folders -> the host's MODEL and VAE types."""
-import os
-
 from comfy_api.latest import io
 
-from ..stages.checkpoint import extract, locate, read_safetensors_header
 from . import host_models
 from .choices import choice_problems
-from .model_files import filenames, full_path, read_state_dict
+from .model_files import filenames, load_network
 
 CATEGORY = "stable_cascade/loaders"
 STAGE_C_DTYPES = ["default", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
 STAGE_B_DTYPES = ["default", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
 UNET_FOLDERS = ("diffusion_models", "checkpoints")  # separate UNet files, or ComfyUI's bundled checkpoints
 VAE_FOLDERS = ("vae", "checkpoints")
-
-
-def _load_network(filename, folders, want):
-    path = full_path(filename, *folders)
-    name = os.path.basename(path)
-    if path.lower().endswith((".safetensors", ".sft")):
-        # The header alone tells what the file is: refuse a wrong one before reading any weights.
-        locate(read_safetensors_header(path), want, name)
-    return extract(read_state_dict(path), want=want, source_name=name)
 
 
 class DiffusionModelLoader(io.ComfyNode):
@@ -50,7 +38,7 @@ class DiffusionModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet_name, weight_dtype="default"):
-        network_sd, config = _load_network(unet_name, UNET_FOLDERS, f"stage_{cls.STAGE}")
+        network_sd, config = load_network(unet_name, UNET_FOLDERS, f"stage_{cls.STAGE}")
         return io.NodeOutput(host_models.build_diffusion_model(cls.STAGE, network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype]))
 
 
@@ -108,7 +96,7 @@ class StageALoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae_name):
-        network_sd, config = _load_network(vae_name, VAE_FOLDERS, "stage_a")
+        network_sd, config = load_network(vae_name, VAE_FOLDERS, "stage_a")
         return io.NodeOutput(host_models.build_stage_a_vae(network_sd, config))
 
 
@@ -154,8 +142,8 @@ class StageCCoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, encoder_name, previewer_name):
-        encoder = None if encoder_name == NO_FILE else _load_network(encoder_name, VAE_FOLDERS, "effnet")
-        previewer = None if previewer_name == NO_FILE else _load_network(previewer_name, VAE_FOLDERS, "previewer")
+        encoder = None if encoder_name == NO_FILE else load_network(encoder_name, VAE_FOLDERS, "effnet")
+        previewer = None if previewer_name == NO_FILE else load_network(previewer_name, VAE_FOLDERS, "previewer")
         return io.NodeOutput(host_models.build_stage_c_coder_vae(encoder, previewer))
 
 

@@ -4,7 +4,7 @@ import os
 import comfy.utils
 import folder_paths
 
-from ..stages.checkpoint import CheckpointError
+from ..stages.checkpoint import CheckpointError, extract, locate, read_safetensors_header
 
 
 def filenames(*folders):
@@ -38,3 +38,13 @@ def read_state_dict(path):
             f"{name} could not be read as a checkpoint ({type(error).__name__}: {str(error).splitlines()[0]}). "
             "It is probably truncated or not a model file: download it again."
         ) from error
+
+
+def load_network(filename, folders, want):
+    """(pack-layout state dict, constructor kwargs) of network `want` from a file in these folders."""
+    path = full_path(filename, *folders)
+    name = os.path.basename(path)
+    if path.lower().endswith((".safetensors", ".sft")):
+        # The header alone tells what the file is: refuse a wrong one before reading any weights.
+        locate(read_safetensors_header(path), want, name)
+    return extract(read_state_dict(path), want=want, source_name=name)

@@ -1,9 +1,28 @@
-"""Live previews while sampling: the real Previewer for Stage C, the host's previewer otherwise."""
+"""Live previews while sampling: the real Previewer for Stage C, the host's previewer otherwise.
+
+Which one a sampler shows:
+1. a Stage C VAE connected to the sampler (its Previewer decodes every step's x0 estimate);
+2. otherwise, when the user has previews on (--preview-method other than none) and a Previewer file
+   is installed (models/vae_approx or models/vae, a name containing "previewer"), that Previewer:
+   the host would only show a 16->3 channel colour blob of the 24x24 latent;
+3. otherwise whatever the host's own setting gives (latent2rgb, or nothing).
+"""
+import logging
+import os
+
 import numpy as np
 from PIL import Image
 
+import comfy.latent_formats
+import folder_paths
 import latent_preview
-from comfy.cli_args import args
+from comfy.cli_args import LatentPreviewMethod, args
+
+from . import host_models
+from .model_files import load_network
+
+PREVIEWER_FOLDERS = ("vae_approx", "vae")
+_installed_previewers = {}  # path -> (mtime, host VAE): loaded once, reloaded when the file changes
 
 
 def _to_pil(image):
@@ -12,13 +31,33 @@ def _to_pil(image):
     return Image.fromarray(pixels)
 
 
-def make_preview_fn(model_patcher, preview_vae=None):
-    """A function x0 (model space) -> the host's preview tuple, or None when previews are off.
+def installed_previewer():
+    """The first Previewer file in models/vae_approx or models/vae as a host VAE, or None."""
+    for folder in PREVIEWER_FOLDERS:
+        for name in folder_paths.get_filename_list(folder):
+            if "previewer" not in os.path.basename(name).lower():
+                continue
+            path = folder_paths.get_full_path(folder, name)
+            mtime = os.path.getmtime(path)
+            cached = _installed_previewers.get(path)
+            if cached is not None and cached[0] == mtime:
+                return cached[1]
+            try:
+                vae = host_models.build_stage_c_coder_vae(previewer_parts=load_network(name, (folder,), "previewer"))
+            except ValueError as error:  # not a Previewer after all: previews are no reason to fail
+                logging.warning(f"[stable cascade] {name} is not usable as a Previewer for previews: {error}")
+                continue
+            _installed_previewers[path] = (mtime, vae)
+            return vae
+    return None
 
-    With a Stage C VAE holding the Previewer, the x0 estimate is decoded by it (an 8x image that
-    actually looks like the result); without one, the host's own choice (--preview-method) applies.
-    """
+
+def make_preview_fn(model_patcher, preview_vae=None):
+    """A function x0 (model space) -> the host's preview tuple, or None when previews are off."""
     latent_format = model_patcher.model.latent_format
+    if preview_vae is None and args.preview_method != LatentPreviewMethod.NoPreviews:
+        if isinstance(latent_format, comfy.latent_formats.SC_Prior):
+            preview_vae = installed_previewer()
     if preview_vae is not None:
 
         def previewer_preview(x0):

@@ -142,7 +142,8 @@ class StageCSampler(GDFSampler):
                 io.Latent.Input("stage_c", tooltip="Stage C latent: from the empty-latent node, or an encoded image for image-to-image."),
                 *_common_inputs(steps=20, cfg=4.0, shift=2.0),
                 io.Vae.Input("preview_vae", optional=True,
-                             tooltip="Optional Stage C VAE with the Previewer: each step's preview is decoded by it."),
+                             tooltip="Optional Stage C VAE with the Previewer: each step's preview is decoded by it. "
+                                     "Unconnected, an installed previewer*.safetensors is used when previews are on."),
             ],
             outputs=[io.Latent.Output(display_name="stage_c", tooltip="The sampled Stage C latent (16 channels).")],
         )

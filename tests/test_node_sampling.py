@@ -217,3 +217,30 @@ def test_stage_a_vae_round_trip_follows_the_hosts_latent_convention(nodes):
     with torch.no_grad():
         expected = network.decode(original_latent).clamp(0, 1).movedim(1, -1)
     torch.testing.assert_close(vae.decode(host_latent), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_previews_use_an_installed_previewer_when_previews_are_on(nodes):
+    """With previews on (--preview-method auto) and a Previewer installed (here models/vae/previewer.safetensors),
+    Stage C previews come from it (8x the latent) instead of the host's 16->3 colour blob; Stage B keeps
+    the host's latent2rgb; with previews off there are none unless a Previewer is connected."""
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    from stable_cascade_pack.nodes import previews
+
+    loaders, paths = nodes["loaders"], nodes["paths"]
+    model_c = loaders.StageCLoader.execute(paths["stage_c"].name, "default").args[0]
+    model_b = loaders.StageBLoader.execute(paths["stage_b"].name, "default").args[0]
+    x0 = torch.randn(1, 16, 6, 5)
+    saved = args.preview_method
+    try:
+        args.preview_method = LatentPreviewMethod.NoPreviews
+        assert previews.make_preview_fn(model_c) is None
+        connected = loaders.StageCCoderLoader.execute("none", paths["previewer"].name).args[0]
+        assert previews.make_preview_fn(model_c, connected)(x0)[1].size == (40, 48)
+
+        args.preview_method = LatentPreviewMethod.Auto
+        assert previews.make_preview_fn(model_c)(x0)[1].size == (40, 48)
+        assert previews.installed_previewer() is previews.installed_previewer(), "loaded again instead of cached"
+        assert previews.make_preview_fn(model_b)(torch.randn(1, 4, 24, 20))[1].size == (20, 24)
+    finally:
+        args.preview_method = saved
