@@ -3,6 +3,15 @@ import torch
 
 CLIP_IMAGE_WIDTH = 768  # ViT-L/14 image embeddings, the original's clip_img
 
+# Conditioning entries the host's own samplers act on but the GDF sampler does not (yet): refusing
+# them is better than silently sampling without them.
+UNSUPPORTED_ENTRIES = {
+    "control": "a ControlNet from the host's Apply ControlNet",
+    "area": "an area from ConditioningSetArea",
+    "mask": "a mask from ConditioningSetMask",
+    "gligen": "GLIGEN boxes",
+}
+
 
 def _single_entry(conditioning, input_name):
     if not conditioning:
@@ -13,6 +22,12 @@ def _single_entry(conditioning, input_name):
             "Use ConditioningConcat to join prompts."
         )
     tokens, extras = conditioning[0]
+    unsupported = [what for key, what in UNSUPPORTED_ENTRIES.items() if extras.get(key) is not None]
+    if unsupported:
+        raise ValueError(
+            f"'{input_name}' carries {', '.join(unsupported)}, which the GDF sampler does not apply; "
+            "sample with the host's KSampler for that, or remove it"
+        )
     pooled = extras.get("pooled_output")
     if pooled is None:
         raise ValueError(

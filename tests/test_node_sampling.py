@@ -244,3 +244,39 @@ def test_previews_use_an_installed_previewer_when_previews_are_on(nodes):
         assert previews.make_preview_fn(model_b)(torch.randn(1, 4, 24, 20))[1].size == (20, 24)
     finally:
         args.preview_method = saved
+
+
+def test_conditioning_the_sampler_cannot_apply_is_refused_not_dropped(nodes):
+    model = nodes["loaders"].StageCLoader.execute(nodes["paths"]["stage_c"].name, "default").args[0]
+    with_area = [[POSITIVE[0][0], {**POSITIVE[0][1], "area": (8, 8, 0, 0), "strength": 1.0}]]
+    with pytest.raises(ValueError, match="an area from ConditioningSetArea, which the GDF sampler does not apply"):
+        nodes["sampling"].StageCSampler.execute(model, with_area, NEGATIVE, {"samples": torch.zeros(1, 16, 6, 6)},
+                                                **{**SAMPLER_ARGS, "steps": 1, "cfg": 4.0, "shift": 2.0})
+
+
+def test_host_lora_patches_reach_our_network_as_they_reach_the_hosts(nodes):
+    """A LoRA in ComfyUI's Stage C key format (lora_prior_unet_*) through the host's own LoRA loading:
+    it changes our model's samples exactly as it changes a host-built model's."""
+    import comfy.sd
+
+    loaders, paths = nodes["loaders"], nodes["paths"]
+    ours = loaders.StageCLoader.execute(paths["stage_c"].name, "fp32").args[0]
+    host = host_built_model("c", paths["stage_c"])
+    generator = torch.Generator().manual_seed(11)
+    lora = {}
+    for target, (rows, cols) in {"down_blocks_0_2_attention_attn_to_q": (64, 64),
+                                 "up_blocks_0_2_attention_attn_out_proj": (64, 64),
+                                 "clip_txt_mapper": (64, 1280)}.items():
+        lora[f"lora_prior_unet_{target}.lora_down.weight"] = torch.randn(4, cols, generator=generator) * 0.3
+        lora[f"lora_prior_unet_{target}.lora_up.weight"] = torch.randn(rows, 4, generator=generator) * 0.3
+        lora[f"lora_prior_unet_{target}.alpha"] = torch.tensor(4.0)
+    latent = {"samples": torch.zeros(1, 16, 6, 6)}
+    base = stage_c(nodes, ours, latent)
+    patched_ours, _ = comfy.sd.load_lora_for_models(ours, None, lora, 1.0, 0.0)
+    patched_host, _ = comfy.sd.load_lora_for_models(host, None, lora, 1.0, 0.0)
+    assert len(patched_ours.patches) == 3, f"LoRA keys that reached our network: {sorted(patched_ours.patches)}"
+    with_lora = stage_c(nodes, patched_ours, latent)
+    assert (with_lora - base).abs().max() > 1e-3, "the LoRA changed nothing"
+    reference = stage_c(nodes, patched_host, latent)
+    torch.testing.assert_close(with_lora, reference, atol=1e-4 * max(1.0, reference.abs().max().item()), rtol=1e-4)
+    assert torch.equal(stage_c(nodes, ours, latent), base), "the base model was changed in place"
