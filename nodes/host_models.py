@@ -8,7 +8,6 @@ VAEDecode/VAEEncode and StableCascade_StageC_VAEEncode accept them too.
 """
 import torch
 
-import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -190,15 +189,11 @@ def build_stage_a_vae(state_dict, config):
         # Peak activations per input pixel, measured with the released Stage A (fp32, 1024² image).
         encode_values_per_pixel=550,
         decode_values_per_pixel=8600,
-        latent_channels=stage_a_latent_channels(config),
+        latent_channels=config.get("c_latent", 4),
         to_model_input=lambda image: image,
         # Stage A decodes to roughly [0, 1] without clamping; images must not leave that range.
         from_model_output=lambda image: image.clamp(0.0, 1.0),
     )
-
-
-def stage_a_latent_channels(config):
-    return config.get("c_latent", 4)
 
 
 def build_stage_c_coder_vae(encoder_parts=None, previewer_parts=None):
