@@ -280,3 +280,20 @@ def test_host_lora_patches_reach_our_network_as_they_reach_the_hosts(nodes):
     reference = stage_c(nodes, patched_host, latent)
     torch.testing.assert_close(with_lora, reference, atol=1e-4 * max(1.0, reference.abs().max().item()), rtol=1e-4)
     assert torch.equal(stage_c(nodes, ours, latent), base), "the base model was changed in place"
+
+
+@pytest.mark.parametrize("choice,stored", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16),
+                                           ("fp8_e4m3fn", torch.float8_e4m3fn), ("fp8_e5m2", torch.float8_e5m2)])
+def test_every_weight_dtype_choice_stores_that_dtype_and_samples_finitely(nodes, choice, stored):
+    """Storage in the chosen dtype; on this CPU the host computes in fp32 (manual cast) whenever
+    storage differs. Stage C offers no fp16 (its activations overflow); Stage B does."""
+    loaders, paths = nodes["loaders"], nodes["paths"]
+    stage_c_model = None
+    if choice in loaders.STAGE_C_DTYPES:
+        stage_c_model = loaders.StageCLoader.execute(paths["stage_c"].name, choice).args[0]
+        assert stage_c_model.model.get_dtype() == stored
+        assert torch.isfinite(stage_c(nodes, stage_c_model, {"samples": torch.zeros(1, 16, 6, 6)})).all()
+    stage_b_model = loaders.StageBLoader.execute(paths["stage_b"].name, choice).args[0]
+    assert stage_b_model.model.get_dtype() == stored
+    latent = stage_b(nodes, stage_b_model, torch.randn(1, 16, 6, 6), {"samples": torch.zeros(1, 4, 32, 32)})
+    assert torch.isfinite(latent).all()
