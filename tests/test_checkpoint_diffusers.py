@@ -1,11 +1,10 @@
 """diffusers' StableCascadeUNet (prior/ and decoder/ folders) -> pack layout -> the host's StageC/StageB,
 compared with diffusers' own forward on the same inputs and weights."""
-import pytest
 import torch
 
 from stable_cascade_pack.stages.checkpoint import extract, identify
 
-diffusers_unet = pytest.importorskip("diffusers.models.unets.unet_stable_cascade")
+import diffusers.models.unets.unet_stable_cascade as diffusers_unet  # test-only oracle, installed by setup_env.sh
 
 PRIOR = dict(in_channels=16, out_channels=16, timestep_ratio_embedding_dim=64, patch_size=1, conditioning_dim=64,
              block_out_channels=(64, 128), num_attention_heads=(1, 2), down_num_layers_per_block=(1, 2),

@@ -77,7 +77,7 @@ def test_every_input_and_output_is_on_its_page_with_its_default(pack_node_classe
 
 def test_the_frontend_still_fetches_docs_where_the_pages_are():
     """The installed frontend bundle builds the URLs this layout relies on."""
-    frontend = pytest.importorskip("comfyui_frontend_package")
+    import comfyui_frontend_package as frontend
     bundles = [p for p in (Path(frontend.__file__).parent / "static" / "assets").glob("index-*.js")
                if "fetchCustomNodeHelp" in p.read_text(encoding="utf-8", errors="replace")]
     assert bundles, "no frontend bundle defines fetchCustomNodeHelp: the help panel changed, re-check web/docs"
