@@ -297,3 +297,13 @@ def test_every_weight_dtype_choice_stores_that_dtype_and_samples_finitely(nodes,
     assert stage_b_model.model.get_dtype() == stored
     latent = stage_b(nodes, stage_b_model, torch.randn(1, 16, 6, 6), {"samples": torch.zeros(1, 4, 32, 32)})
     assert torch.isfinite(latent).all()
+
+
+@pytest.mark.parametrize("sampler,eta,cfg", [("ddpm", 0.0, 4.0), ("ddim", 0.0, 4.0), ("ddim", 0.5, 1.0), ("lcm", 0.0, 1.0)])
+def test_every_sampler_choice_runs_and_is_seeded(nodes, sampler, eta, cfg):
+    model = nodes["loaders"].StageCLoader.execute(nodes["paths"]["stage_c"].name, "default").args[0]
+    latent = {"samples": torch.zeros(1, 16, 6, 6)}
+    first = stage_c(nodes, model, latent, sampler=sampler, eta=eta, cfg=cfg)
+    assert torch.isfinite(first).all()
+    assert torch.equal(first, stage_c(nodes, model, latent, sampler=sampler, eta=eta, cfg=cfg))
+    assert not torch.equal(first, stage_c(nodes, model, latent, sampler=sampler, eta=eta, cfg=cfg, seed=6))
