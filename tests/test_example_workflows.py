@@ -222,3 +222,11 @@ def test_ui_workflow_runs_on_the_host(host_server, object_info, ui_workflow, sta
     assert json.loads(images[0].info["workflow"]) == ui_workflow
     assert without_meta(json.loads(images[0].info["prompt"])) == without_meta(prompt)
 
+
+
+def test_the_template_thumbnail_is_served_as_jpeg(host_server):
+    """The template browser asks for /api/workflow_templates/<pack>/<name>.jpg (a picture of the graph,
+    made by scripts/screenshot_editor.py in the host's own editor)."""
+    status, body = host_server.request("GET", f"/api/workflow_templates/{host_server.pack_link.name}/text_to_image.jpg",
+                                       raw=True)
+    assert status == 200 and body[:3] == b"\xff\xd8\xff"
