@@ -23,7 +23,8 @@ comfyui-frontend-package 1.32.9 (read from its bundled JS):
 
 Run as a script to (re)generate the bundled UI workflow from its API twin:
 
-    python scripts/workflow_formats.py --object-info http://127.0.0.1:8188 \\
+    curl -s http://127.0.0.1:8188/object_info > object_info.json     # a running host with this pack
+    python scripts/workflow_formats.py --object-info object_info.json \\
         example_workflows/api/text_to_image_api.json example_workflows/text_to_image.json
 """
 from __future__ import annotations
@@ -421,11 +422,7 @@ TEXT_TO_IMAGE_LAYOUT = {
 
 
 def load_object_info(source: str) -> dict:
-    """/object_info from a running host (http://host:port) or a saved JSON file."""
-    if source.startswith(("http://", "https://")):
-        import urllib.request
-        with urllib.request.urlopen(source.rstrip("/") + "/object_info", timeout=120) as response:
-            return json.load(response)
+    """/object_info saved from a running host with this pack (curl http://127.0.0.1:8188/object_info)."""
     return json.loads(Path(source).read_text())
 
 
@@ -433,7 +430,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("api_json", type=Path)
     parser.add_argument("ui_json", type=Path)
-    parser.add_argument("--object-info", required=True, help="host URL or saved /object_info JSON")
+    parser.add_argument("--object-info", required=True, help="/object_info of a running host, saved as JSON")
     args = parser.parse_args(argv)
     api_prompt = json.loads(args.api_json.read_text())
     object_info = load_object_info(args.object_info)
