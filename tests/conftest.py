@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -20,6 +21,17 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from pack_env import ENV_DIR, HOST_DIR, PACK_NAME, import_host, register_pack  # noqa: E402,F401
 
 register_pack()
+
+
+def seeded_random(model, seed, std=0.1):
+    """Every floating-point tensor of `model` refilled from N(0, std²) with its own generator (also the
+    ones a real init leaves at zero, so that no path is trivially identity); returns it in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """diffusers' StableCascadeUNet (prior/ and decoder/ folders) -> pack layout -> the host's StageC/StageB,
 compared with diffusers' own forward on the same inputs and weights."""
 import torch
+from conftest import seeded_random
 
 from stable_cascade_pack.stages.checkpoint import extract, identify
 
@@ -23,13 +24,7 @@ DECODER = dict(in_channels=4, out_channels=4, timestep_ratio_embedding_dim=64, p
 
 
 def seeded_diffusers_unet(config, seed):
-    model = diffusers_unet.StableCascadeUNet(**config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-    return model.eval()
+    return seeded_random(diffusers_unet.StableCascadeUNet(**config), seed)
 
 
 def host_model(kind, config, state_dict):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import seeded_random
 from safetensors.torch import load_file, save_file
 
 from stable_cascade_pack.stages.checkpoint import extract, identify, load_checkpoint
@@ -96,15 +97,6 @@ def test_host_layout_passes_through_unchanged(fixtures_dir):
 
 # -- custom structures: levels without attention, repeat mappers, a FeedForward block, patch size 2 --
 
-def _seeded(model, seed):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-    return model.eval()
-
-
 def _to_original_layout(pack_state_dict):
     """Join to_q/to_k/to_v into nn.MultiheadAttention's in_proj (what the released files store)."""
     out = {}
@@ -141,7 +133,7 @@ def _inputs(kind, generator):
 
 @pytest.mark.parametrize("kind,config", [("stage_c", CUSTOM_STAGE_C), ("stage_b", CUSTOM_STAGE_B)])
 def test_custom_structure_round_trip(host_modules, kind, config):
-    reference_model = _seeded(host_model(kind, config), seed=3)
+    reference_model = seeded_random(host_model(kind, config), seed=3)
     original = _to_original_layout(reference_model.state_dict())
     pack_state_dict, inferred = extract(original, want=kind, source_name="custom.safetensors")
     assert inferred == config
