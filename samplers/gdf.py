@@ -146,6 +146,8 @@ def _cat(cond, uncond):
         return torch.cat([cond, uncond.to(cond.device)])
     if isinstance(cond, (list, tuple)):
         return [None if c is None else _cat(c, u) for c, u in zip(cond, uncond)]
+    if hasattr(cond, "cat"):  # a batched condition object (controlnet.schedule.ControlSchedule)
+        return cond.cat(uncond)
     return cond  # non-tensor settings are shared by both halves
 
 
@@ -156,6 +158,8 @@ def _to(value, device, dtype):
         return {key: _to(v, device, dtype) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to(v, device, dtype) for v in value]
+    if hasattr(value, "to"):
+        return value.to(device, dtype)
     return value
 
 
