@@ -2,7 +2,7 @@
 import re
 from dataclasses import dataclass
 
-from .module import RELEASED_INJECTION_BLOCKS
+from .module import RELEASED_INJECTION_BLOCKS, RELEASED_LARGE_WIDTHS
 
 # What each released use feeds the ControlNet, by bottleneck and input channels (official.md §6.3).
 KINDS = {
@@ -23,10 +23,14 @@ class ControlNetSpec:
     c_in: int
     c_proj: int  # the Stage C width it was trained for (2048: the 3.6B model)
     proj_blocks: tuple
+    large_widths: tuple | None = None  # 'large' only: (expanded, hidden, residual blocks, features)
 
     def constructor_kwargs(self):
-        return dict(c_in=self.c_in, c_proj=self.c_proj, proj_blocks=list(self.proj_blocks),
-                    bottleneck_mode=self.bottleneck)
+        kwargs = dict(c_in=self.c_in, c_proj=self.c_proj, proj_blocks=list(self.proj_blocks),
+                      bottleneck_mode=self.bottleneck)
+        if self.large_widths is not None and self.large_widths != RELEASED_LARGE_WIDTHS:
+            kwargs["large_widths"] = list(self.large_widths)
+        return kwargs
 
 
 def controlnet_spec(shapes, source_name="ControlNet file"):
@@ -54,4 +58,12 @@ def controlnet_spec(shapes, source_name="ControlNet file"):
             f"{source_name} is a ControlNet with a '{bottleneck}' bottleneck on {c_in} input channels, which matches none "
             f"of the released ones (canny: effnet/1, inpainting: effnet/4, super-resolution: large/16, identity: simple/512)")
     c_proj = shapes[f"projections.{projections[0]}.2.weight"][0]
-    return ControlNetSpec(kind, bottleneck, c_in, c_proj, tuple(INJECTION_BLOCKS[len(projections)]))
+    large_widths = _large_widths(shapes) if bottleneck == "large" else None
+    return ControlNetSpec(kind, bottleneck, c_in, c_proj, tuple(INJECTION_BLOCKS[len(projections)]), large_widths)
+
+
+def _large_widths(shapes):
+    res_blocks = sorted({int(m.group(1)) for key in shapes if (m := re.match(r"backbone\.(\d+)\.blocks\.0\.weight$", key))})
+    last_conv = 3 + len(res_blocks)
+    return (shapes["backbone.0.weight"][0], shapes["backbone.2.weight"][0], len(res_blocks),
+            shapes[f"backbone.{last_conv}.weight"][0])

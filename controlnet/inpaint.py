@@ -46,3 +46,13 @@ def _gaussian_blur(images, kernel_size):
     pad = kernel_size // 2
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
     return F.conv2d(padded, kernel_2d, groups=images.shape[1])
+
+
+def composite_outside_mask(generated, original, mask):
+    """generated [B,C,H,W] where mask is 1, original elsewhere; original and mask resized (bilinear) to generated's size."""
+    size = generated.shape[-2:]
+    original = F.interpolate(original, size=size, mode="bilinear", align_corners=False) if original.shape[-2:] != size else original
+    mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False) if mask.shape[-2:] != size else mask
+    batch = max(generated.shape[0], original.shape[0], mask.shape[0])
+    mask = mask.clamp(0, 1).expand(batch, 1, *size)
+    return generated.expand(batch, *generated.shape[1:]) * mask + original.expand(batch, *original.shape[1:]) * (1 - mask)

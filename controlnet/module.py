@@ -15,9 +15,9 @@ from ..stages.effnet import BACKBONE_CHANNELS, efficientnet_v2_s_features
 
 BOTTLENECKS = ("effnet", "simple", "large")
 RELEASED_INJECTION_BLOCKS = [0, 4, 8, 12, 51, 55, 59, 63]
-LARGE_HIDDEN = 1024
-LARGE_EXPANDED = 16384
-LARGE_RES_BLOCKS = 8
+# The 'large' bottleneck's widths (expanded, hidden, residual blocks, features) in the released file;
+# read from a file's shapes, so that small test files can have smaller ones.
+RELEASED_LARGE_WIDTHS = (16384, 1024, 8, 1280)
 
 
 def _channel_layer_norm(operations):
@@ -71,24 +71,25 @@ def _simple_backbone(c_in, layer_kwargs):
     return backbone, c_in
 
 
-def _large_backbone(c_in, layer_kwargs):
+def _large_backbone(c_in, layer_kwargs, widths=RELEASED_LARGE_WIDTHS):
     operations, dtype, device = layer_kwargs["operations"], layer_kwargs["dtype"], layer_kwargs["device"]
+    expanded, hidden, res_blocks, features = widths
     backbone = nn.Sequential(
-        operations.Conv2d(c_in, LARGE_EXPANDED, kernel_size=1, dtype=dtype, device=device),
+        operations.Conv2d(c_in, expanded, kernel_size=1, dtype=dtype, device=device),
         nn.LeakyReLU(0.2),
-        operations.Conv2d(LARGE_EXPANDED, LARGE_HIDDEN, kernel_size=1, dtype=dtype, device=device),
-        *(ConvResBlock(LARGE_HIDDEN, **layer_kwargs) for _ in range(LARGE_RES_BLOCKS)),
-        operations.Conv2d(LARGE_HIDDEN, BACKBONE_CHANNELS, kernel_size=1, dtype=dtype, device=device),
+        operations.Conv2d(expanded, hidden, kernel_size=1, dtype=dtype, device=device),
+        *(ConvResBlock(hidden, **layer_kwargs) for _ in range(res_blocks)),
+        operations.Conv2d(hidden, features, kernel_size=1, dtype=dtype, device=device),
     )
-    return backbone, BACKBONE_CHANNELS
+    return backbone, features
 
 
 _BACKBONES = {"effnet": _effnet_backbone, "simple": _simple_backbone, "large": _large_backbone}
 
 
 class ControlNet(nn.Module):
-    def __init__(self, c_in=3, c_proj=2048, proj_blocks=None, bottleneck_mode=None, *, dtype=None, device=None,
-                 operations=None):
+    def __init__(self, c_in=3, c_proj=2048, proj_blocks=None, bottleneck_mode=None, large_widths=None, *, dtype=None,
+                 device=None, operations=None):
         super().__init__()
         bottleneck_mode = bottleneck_mode or "effnet"
         if bottleneck_mode not in _BACKBONES:
@@ -98,7 +99,10 @@ class ControlNet(nn.Module):
         self.c_proj = c_proj
         self.bottleneck_mode = bottleneck_mode
         self.proj_blocks = list(proj_blocks if proj_blocks is not None else RELEASED_INJECTION_BLOCKS)
-        self.backbone, c_features = _BACKBONES[bottleneck_mode](c_in, layer_kwargs)
+        if bottleneck_mode == "large":
+            self.backbone, c_features = _large_backbone(c_in, layer_kwargs, tuple(large_widths or RELEASED_LARGE_WIDTHS))
+        else:
+            self.backbone, c_features = _BACKBONES[bottleneck_mode](c_in, layer_kwargs)
         conv = layer_kwargs["operations"].Conv2d
         self.projections = nn.ModuleList(
             nn.Sequential(

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..samplers.gdf import diffuse, sample
 from .choices import choice_problems
+from .cascade_control import control_chain, control_models, control_schedules
 from .conditioning import stage_b_inputs, stage_c_inputs
 from .host_models import cascade_stage_of
 from .previews import make_preview_fn
@@ -47,8 +48,13 @@ def _check_model(model, stage):
 
 
 @torch.no_grad()
-def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
-    """Sample with the original GDF on a host MODEL; returns a host LATENT."""
+def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None,
+            control_chains=None):
+    """Sample with the original GDF on a host MODEL; returns a host LATENT.
+
+    control_chains: (positive's, negative's) cascade ControlNets, loaded with the model; their residuals
+    are computed once and reach Stage C as the `cnet` condition.
+    """
     if denoise <= 0.0:
         return dict(latent)
     host_model = model.model
@@ -56,8 +62,9 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     # CFG-doubled batch, at least room for the plain batch.
     batch_shape = list(latent["samples"].shape)
     doubled_shape = [batch_shape[0] * 2] + batch_shape[1:]
+    control_chains = control_chains or ()
     mm.load_models_gpu(
-        [model],
+        [model, *control_models(control_chains)],
         memory_required=host_model.memory_required(doubled_shape),
         minimum_memory_required=host_model.memory_required(batch_shape),
     )
@@ -65,8 +72,16 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     device = model.load_device
     compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
 
-    def epsilon(x, r, **inputs):
+    if any(control_chains):
+        conditions["cnet"], unconditional["cnet"] = control_schedules(
+            control_chains, network, latent["samples"].shape, shift, compute_dtype)
+
+    def epsilon(x, r, cnet=None, **inputs):
         inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
+        if cnet is not None:
+            residuals = cnet.at(float(r[0]))
+            if residuals is not None:
+                inputs["cnet"] = [None if t is None else t.to(device=device, dtype=compute_dtype) for t in residuals]
         return network(x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32), **inputs).float()
 
     preview = make_preview_fn(model, preview_vae)
@@ -156,8 +171,10 @@ class StageCSampler(GDFSampler):
         conditions = stage_c_inputs(positive, batch, width, "positive")
         unconditional = stage_c_inputs(negative, batch, width, "negative")
         unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
+        chains = (control_chain(positive[0][1], "positive"), control_chain(negative[0][1], "negative"))
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
-                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae)
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
+                         control_chains=chains)
         return io.NodeOutput(result)
 
 

@@ -19,7 +19,7 @@ LOADER_FOR_KIND = {
     "stage_c_coder": "'Load EfficientNet encoder + Previewer'",
     "bundled_stage_c": "'Load Stage C (prior)'",
     "bundled_stage_b": "'Load Stage B (decoder)'",
-    "controlnet": "the host's 'Load ControlNet Model' node (this pack's ControlNet nodes are not written yet)",
+    "controlnet": "'Load Stable Cascade ControlNet'",
     "lora": "the host's 'LoraLoader' node (this pack's LoRA loader is not written yet)",
     "text_encoder": "the host's 'Load CLIP' node with type 'stable_cascade'",
     "clip_vision": "the host's 'Load CLIP Vision' node",
