@@ -86,3 +86,17 @@ def test_face_identity_map_places_normalised_embeddings_in_boxes():
     inside = face_map[0, :, 2:4, 1:3]
     torch.testing.assert_close(inside, (embedding / embedding.norm()).view(-1, 1, 1).expand_as(inside))
     assert torch.count_nonzero(face_map[0]) == torch.count_nonzero(inside) and torch.count_nonzero(face_map[1]) == 0
+
+
+def test_composite_keeps_the_original_outside_the_mask():
+    from stable_cascade_pack.controlnet.inpaint import composite_outside_mask
+
+    original = torch.rand(1, 3, 8, 8)
+    generated = torch.rand(1, 3, 16, 16)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :4, :] = 1.0
+    out = composite_outside_mask(generated, original, mask)
+    assert out.shape == (1, 3, 16, 16)
+    assert torch.equal(out[..., :6, :], generated[..., :6, :])
+    resized = torch.nn.functional.interpolate(original, size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out[..., 10:, :], resized[..., 10:, :])
