@@ -19,10 +19,13 @@ def noise_condition_range(start, end, shift):
 
 
 class ControlSchedule:
-    """Entries of (residual list, r_high, r_low); residual lists hold [B,C,h,w] tensors or None."""
+    """Entries of (residual list, r_high, r_low) for a batch of `batch_size` samples; residual lists
+    hold [batch_size,C,h,w] tensors or None. An empty schedule still knows its batch size, so that the
+    prompt without ControlNet gets zeros when batched with one that has some."""
 
-    def __init__(self, entries):
+    def __init__(self, entries, batch_size):
         self.entries = list(entries)
+        self.batch_size = batch_size
 
     def at(self, r):
         """The summed residual list for noise level r, or None when no entry is active."""
@@ -42,24 +45,17 @@ class ControlSchedule:
         An entry both sides share (the same ControlNet on both prompts, as the original does) is
         concatenated with itself; an entry of one side only adds zeros to the other side's samples.
         """
-        own_batch, other_batch = self._batch_size(), other._batch_size()
+        own_batch, other_batch = self.batch_size, other.batch_size
         shared = [entry for entry in self.entries if any(entry is theirs for theirs in other.entries)]
         entries = [(_cat_lists(entry[0], entry[0]), *entry[1:]) for entry in shared]
         entries += [(_cat_lists(e[0], None, other_batch), *e[1:]) for e in self.entries if not _contains(shared, e)]
         entries += [(_cat_lists(None, e[0], own_batch), *e[1:]) for e in other.entries if not _contains(shared, e)]
-        return ControlSchedule(entries)
+        return ControlSchedule(entries, own_batch + other_batch)
 
     def to(self, device=None, dtype=None):
         return ControlSchedule(
-            ([None if r is None else r.to(device=device, dtype=dtype) for r in residuals], r_high, r_low)
-            for residuals, r_high, r_low in self.entries)
-
-    def _batch_size(self):
-        for residuals, _, _ in self.entries:
-            for residual in residuals:
-                if residual is not None:
-                    return residual.shape[0]
-        return 0
+            (([None if r is None else r.to(device=device, dtype=dtype) for r in residuals], r_high, r_low)
+             for residuals, r_high, r_low in self.entries), self.batch_size)
 
 
 def _contains(entries, entry):

@@ -178,5 +178,5 @@ def control_schedules(chains, stage_c_network, latent_shape, shift, dtype):
                 entries[key] = (residuals, *noise_condition_range(*control.timestep_percent_range, shift))
                 control.cleanup()
             schedule_entries.append(entries[key])
-        schedules.append(ControlSchedule(schedule_entries))
+        schedules.append(ControlSchedule(schedule_entries, latent_shape[0]))
     return schedules

@@ -242,3 +242,22 @@ def test_host_ksampler_applies_our_control(nodes, canny):
     assert torch.isfinite(controlled).all() and (controlled - plain).abs().max() > 1e-3
     assert torch.equal(ksample(*apply(nodes, canny, hint, strength=0.0)), plain)
     assert torch.equal(ksample(*apply(nodes, canny, hint, start=0.9, end=0.95)), plain)
+
+
+def test_face_identity_loads_with_random_weights_but_cannot_be_applied(nodes, tmp_path):
+    """Its weights were never released: a random file of the original's shape loads, and applying it says why it cannot."""
+    import folder_paths
+
+    STANDIN_CN.write_standin_controlnet(tmp_path / "controlnet" / "face_identity_random.safetensors", "identity")
+    folder_paths.add_model_folder_path("controlnet", str(tmp_path / "controlnet"))
+    identity = load(nodes, "face_identity_random.safetensors")
+    assert (identity.spec.kind, identity.spec.bottleneck, identity.spec.c_in, len(identity.spec.proj_blocks)) == \
+        ("identity", "simple", 512, 64)
+    with pytest.raises(ValueError, match="face-identity ControlNet takes a map of ArcFace face embeddings.*never released"):
+        apply(nodes, identity, image(1))
+    # The network itself runs on a face map at the latent grid and feeds every one of Stage C's 64 ResBlock calls.
+    face_map = torch.zeros(1, 512, 3, 4)
+    face_map[:, :, 1:3, 1:3] = torch.nn.functional.normalize(torch.randn(512), dim=0).view(-1, 1, 1)
+    with torch.no_grad():
+        out = identity.patcher.model(face_map)
+    assert len(out) == 64 and all(r is not None and r.shape == (1, 64, 3, 4) for r in out)
