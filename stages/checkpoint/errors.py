@@ -20,7 +20,7 @@ LOADER_FOR_KIND = {
     "bundled_stage_c": "'Load Stage C (prior)'",
     "bundled_stage_b": "'Load Stage B (decoder)'",
     "controlnet": "the host's 'Load ControlNet Model' node (this pack's ControlNet nodes are not written yet)",
-    "lora": "the host's 'LoraLoader' node (this pack's LoRA loader is not written yet)",
+    "lora": "'Load Stage C LoRA'",
     "text_encoder": "the host's 'Load CLIP' node with type 'stable_cascade'",
     "clip_vision": "the host's 'Load CLIP Vision' node",
     "unknown_unet": "the host's 'Load Checkpoint' or 'Load Diffusion Model' node",
