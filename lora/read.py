@@ -25,8 +25,9 @@ def identify_lora(shapes, source_name="LoRA"):
 
     For the editor's file marks and for messages; reads no weights.
     """
-    shapes = {key: tuple(value[1]) if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
-              else tuple(value) for key, value in shapes.items()}
+    from ..stages.checkpoint.header import key_shapes
+
+    shapes, _ = key_shapes(shapes)  # tensors, (dtype, shape) header entries or bare shapes
     if format_original.claims(shapes):
         return "original", format_original.trained_for(shapes, source_name)
     for name, fmt in (("onetrainer", format_onetrainer), ("comfyui", format_comfyui), ("kohya", format_kohya)):
