@@ -224,3 +224,19 @@ def test_corrupt_and_foreign_files_get_clear_messages(tmp_path, host_model):
         load_lora_file(path, shapes)
     with pytest.raises(LoraError, match="never unpickled"):
         load_lora_file(tmp_path / "old.ckpt", shapes)
+
+
+@pytest.mark.parametrize("name, size, other", [("lora_stage_c_3.6B_rank4_attn_1newtoken", "Stage C 3.6B", "lite"),
+                                               ("lora_stage_c_1B_rank4_attn_1newtoken", "Stage C lite 1B", "big")])
+def test_released_key_lists_of_the_original_code_are_recognised(reference_dir, name, size, other):
+    """official_state_dict_keys.json lists the original classes' LoRA container at both sizes."""
+    import json
+
+    keys = json.loads((reference_dir / "official_state_dict_keys.json").read_text())[name]["keys"]
+    assert identify_lora({k: tuple(v) for k, v in keys.items()}) == ("original", size)
+    tensors = {k: torch.zeros(v, dtype=torch.int64 if k == "embeddings.indices" else torch.float32) for k, v in keys.items()}
+    variant = "big" if "3.6B" in size else "lite"
+    lora = read_lora(tensors, structure.released_shapes(f"stage_c_{variant}"))
+    assert len(lora.unet) == len([k for k in keys if k.endswith("lora_down")]) * 2  # out_proj 1, in_proj 3 per block pair
+    with pytest.raises(LoraError, match=f"for {size}, but the model is"):
+        read_lora(tensors, structure.released_shapes(f"stage_c_{other}"))
