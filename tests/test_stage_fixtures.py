@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stable_cascade_pack.stages.original_layout import original_to_pack
+from stable_cascade_pack.stages.checkpoint.layouts import convert_state_dict
 from stable_cascade_pack.stages.previewer import Previewer
 from stable_cascade_pack.stages.stage_a import StageA
 from stable_cascade_pack.stages.stage_b import StageB
@@ -22,7 +22,8 @@ def load_fixture(fixtures_dir, name):
     forward = fixtures_dir / "forward"
     config = json.loads((forward / f"{name}.json").read_text())
     model = CLASSES[name](**config["constructor_kwargs"])
-    model.load_state_dict(original_to_pack(load_file(forward / f"{name}.state_dict.safetensors")), strict=True)
+    original = load_file(forward / f"{name}.state_dict.safetensors")
+    model.load_state_dict(convert_state_dict(original, "original", "pack"), strict=True)
     return model.eval(), load_file(forward / f"{name}.io.safetensors")
 
 
