@@ -1,33 +1,36 @@
 """OneTrainer's legacy Stage C layout.
 
 The UNet keys carry the `lora_prior_unet_` prefix, but name the attention the diffusers way
-(`attention_to_q` / `attention_attn_to_q`, `..._to_out` or `..._to_out_0` for out_proj), and
-learned embeddings travel in the same file as `bundle_emb.<name>.clip_g` [n_vectors, 1280].
+(`attention_to_q`, `attention_to_out_0`; some versions `attention_attn_to_out`), and learned
+embeddings travel in the same file as `bundle_emb.<name>.clip_g` [n_vectors, 1280].
 """
 import re
 
+from ..stages.checkpoint.layouts import convert_key
 from .named_modules import group, load_named
 
-_LEGACY_ATTENTION = re.compile(r"_attention_(attn_)?to_(q|k|v|out)(_0)?$")
+_ATTENTION = re.compile(r"^((?:down|up)_blocks)_(\d+)_(\d+)_attention_(attn_)?(to_q|to_k|to_v|to_out(?:_0)?)$")
 
 
 def claims(keys):
     keys = list(keys)
     return any(k.startswith("bundle_emb.") for k in keys) or any(
-        m.startswith("lora_prior_unet_") and _is_legacy(m) for m in group(keys))
+        m.startswith("lora_prior_unet_") and _is_legacy(m[len("lora_prior_unet_"):]) for m in group(keys))
 
 
 def _is_legacy(name):
-    match = _LEGACY_ATTENTION.search(name)
-    return bool(match) and (match[1] is None or match[2] == "out")
+    match = _ATTENTION.match(name)
+    return bool(match) and (match[4] is None or match[5].startswith("to_out"))
 
 
 def to_pack_name(name):
-    """'down_blocks_0_2_attention_to_out_0' -> 'down_blocks_0_2_attention_attn_out_proj'."""
-    def replace(match):
-        projection = "out_proj" if match[2] == "out" else f"to_{match[2]}"
-        return f"_attention_attn_{projection}"
-    return _LEGACY_ATTENTION.sub(replace, name)
+    """'down_blocks_0_2_attention_to_out_0' -> 'down_blocks_0_2_attention_attn_out_proj' (the loaders' key map)."""
+    match = _ATTENTION.match(name)
+    if not match:
+        return name
+    projection = "to_out.0" if match[5].startswith("to_out") else match[5]
+    (part,) = convert_key(f"{match[1]}.{match[2]}.{match[3]}.attention.{projection}.weight", "diffusers", "pack", "stage_c")
+    return part.key.removesuffix(".weight").replace(".", "_")
 
 
 def load(state_dict, target_shapes, source_name="LoRA"):

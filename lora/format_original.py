@@ -8,6 +8,7 @@ out_proj.weight, then the packed in_proj_weight, whose rows are q, k, v (split h
 """
 import re
 
+from ..stages.checkpoint.layouts import convert_key
 from . import structure
 from .adapters import LowRank, StageCLora, TokenDeltas
 from .errors import LoraError
@@ -76,9 +77,9 @@ def load(state_dict, target_shapes, source_name="LoRA"):
             down, up = state_dict[f"weights.{n}.lora_down"], state_dict[f"weights.{n}.lora_up"]
             if part == "out_proj":
                 unet[prefix + "out_proj.weight"] = LowRank(up, down, alpha=1.0)
-            else:
-                for name, up_rows in zip(("to_q", "to_k", "to_v"), up.chunk(3, dim=0)):
-                    unet[f"{prefix}{name}.weight"] = LowRank(up_rows, down, alpha=1.0)
+            else:  # the packed projection's rows split like the weight's, by the loaders' key map
+                for part_key in convert_key(prefix + "in_proj_weight", "original", "pack", "stage_c"):
+                    unet[part_key.key] = LowRank(up.chunk(3, dim=0)[part_key.third], down, alpha=1.0)
     return StageCLora("original", fitted, unet=unet, tokens=_token_deltas(state_dict, source_name))
 
 

@@ -8,6 +8,7 @@ Both keep the LoRA's values: the effective delta scale*up@down of every weight i
 """
 import torch
 
+from ..stages.checkpoint.layouts import convert_key
 from . import structure
 from .errors import LoraError
 
@@ -57,7 +58,7 @@ def to_original_keys(lora, stage_c_shapes):
         if part == "out_proj":
             pairs.append(_scaled_pair([lora.unet.get(prefix + "out_proj.weight")], [stage_c_shapes[prefix + "out_proj.weight"]]))
         else:
-            keys = [f"{prefix}{name}.weight" for name in ("to_q", "to_k", "to_v")]
+            keys = packed_thirds(prefix)
             pairs.append(_scaled_pair([lora.unet.get(k) for k in keys], [stage_c_shapes[k] for k in keys]))
     rank = max([down.shape[0] for _, down in pairs] + [1])
     tensors = {}
@@ -70,6 +71,12 @@ def to_original_keys(lora, stage_c_shapes):
         tensors["embeddings.embeddings"] = lora.tokens.rows.contiguous()
         tensors["embeddings.indices"] = torch.tensor(lora.tokens.indices, dtype=torch.int64)
     return tensors
+
+
+def packed_thirds(prefix):
+    """The pack keys of the rows 0:c, c:2c, 2c:3c of `<prefix>in_proj_weight` (the loaders' key map)."""
+    parts = convert_key(prefix + "in_proj_weight", "original", "pack", "stage_c")
+    return [part.key for part in sorted(parts, key=lambda part: part.third)]
 
 
 def _scaled_pair(low_ranks, weight_shapes):

@@ -7,6 +7,7 @@ test model and the 3.6B release take the same path.
 import functools
 import re
 
+from ..stages.checkpoint.layouts import convert_key
 from ..stages.variants import build_released
 
 # What people call the released variants (messages).
@@ -56,14 +57,20 @@ def original_lora_shapes(shapes):
     return result
 
 
-def module_names(shapes):
+def module_names(shapes, layout="pack"):
     """{'down_blocks_0_2_attention_attn_to_q': 'down_blocks.0.2.attention.attn.to_q.weight', ...}.
 
     The underscore names LoRA trainers use (kohya, ComfyUI, OneTrainer) for every weight of a Linear
-    or Conv2d; the pack layout's key names equal the host's, so one map serves every format.
+    or Conv2d, as that weight is named in `layout` ('pack' = the host's names; 'diffusers' for
+    OneTrainer's older files), mapped to the pack key by the checkpoint loaders' key map.
     """
-    return {key[: -len(".weight")].replace(".", "_"): key for key, shape in shapes.items()
-            if key.endswith(".weight") and len(shape) in (2, 4)}
+    names = {}
+    for key, shape in shapes.items():
+        if key.endswith(".weight") and len(shape) in (2, 4):
+            for part in convert_key(key, "pack", layout, "stage_c"):
+                if part.third is None:
+                    names[part.key[: -len(".weight")].replace(".", "_")] = key
+    return names
 
 
 def describe_stage_c(shapes):

@@ -40,13 +40,17 @@ OTHERS = ["down_blocks.1.2.kv_mapper.1", "up_blocks.0.0.channelwise.0", "embeddi
 
 
 def onetrainer_name(module):
-    name = module.replace(".attention.attn.out_proj", ".attention.to_out.0").replace(".attention.attn.to_", ".attention.to_")
+    """Diffusers-style attention names; up blocks as some versions wrote them (attention_attn_to_out)."""
+    if module.startswith("up_blocks"):
+        name = module.replace(".attention.attn.out_proj", ".attention.attn.to_out")
+    else:
+        name = module.replace(".attention.attn.out_proj", ".attention.to_out.0").replace(".attention.attn.to_", ".attention.to_")
     return "lora_prior_unet_" + name.replace(".", "_")
 
 
 FORMATS = {
     "comfyui": (lambda m: "lora_prior_unet_" + m.replace(".", "_"), ATTENTION + OTHERS),
-    "onetrainer": (onetrainer_name, ATTENTION),
+    "onetrainer": (onetrainer_name, ATTENTION + ["up_blocks.1.2.attention.attn.out_proj"]),
     "kohya": (lambda m: "lora_unet_" + m.replace(".", "_"), ATTENTION + OTHERS),
 }
 
