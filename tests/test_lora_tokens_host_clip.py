@@ -150,3 +150,27 @@ def test_onetrainer_bundled_embedding_becomes_a_prompt_word(small_clip_factory):
     assert torch.equal(tokens[2][0], vectors[0])
     oracle = oracle_clip(clip, "mystyle", {clip.cond_stage_model.clip_g.transformer.get_input_embeddings().weight.shape[0]: vectors[0]})
     torch.testing.assert_close(encode(patched, "a mystyle cat")[0], encode(oracle, "a mystyle cat")[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("prefix", ["lora_prior_te_", "lora_te_"])
+def test_text_encoder_lora_patches_equal_w_plus_scale_up_down(small_clip_factory, prefix):
+    from stable_cascade_pack.nodes import lora_patches
+
+    clip = small_clip_factory()
+    generator = torch.Generator().manual_seed(13)
+    module = "text_model_encoder_layers_1_mlp_fc1"
+    key = "clip_g.transformer.text_model.encoder.layers.1.mlp.fc1.weight"
+    base = clip.cond_stage_model.state_dict()[key].clone()
+    up, down = torch.randn(base.shape[0], 2, generator=generator), torch.randn(2, base.shape[1], generator=generator)
+    tensors = {f"{prefix}{module}.lora_up.weight": up, f"{prefix}{module}.lora_down.weight": down,
+               f"{prefix}{module}.alpha": torch.tensor(1.0)}
+    lora = read_lora(tensors, structure.released_shapes("stage_c_lite"), "te.safetensors")
+    patched, notes = lora_patches.patch_clip(clip, lora, 0.5, [], "te.safetensors")
+    assert notes == ["1 text encoder weights patched"]
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([patched.patcher])  # as the host does before encoding: the CLIP's model is shared
+    weight = patched.cond_stage_model.state_dict()[key].clone()
+    mm.load_models_gpu([clip.patcher])
+    torch.testing.assert_close(weight, base + 0.5 * 0.5 * (up @ down), rtol=1e-5, atol=1e-6)
+    assert torch.equal(clip.cond_stage_model.state_dict()[key], base)
