@@ -174,3 +174,26 @@ def test_text_encoder_lora_patches_equal_w_plus_scale_up_down(small_clip_factory
     mm.load_models_gpu([clip.patcher])
     torch.testing.assert_close(weight, base + 0.5 * 0.5 * (up @ down), rtol=1e-5, atol=1e-6)
     assert torch.equal(clip.cond_stage_model.state_dict()[key], base)
+
+
+def test_two_chained_loras_each_bring_their_own_new_token(small_clip_factory):
+    """Both files store their new token as id V (each was trained alone): both must stay usable."""
+    from stable_cascade_pack.nodes import lora_patches
+
+    clip = small_clip_factory()
+    weight = clip.cond_stage_model.clip_g.transformer.get_input_embeddings().weight.detach().float()
+    vocab = clip.tokenizer.clip_g.tokenizer.get_vocab()
+    first_file, second_file = original_format_lora(weight.shape[0], 5, seed=1), original_format_lora(weight.shape[0], 5, seed=2)
+    first = read_lora(first_file, structure.released_shapes("stage_c_lite"))
+    second = read_lora(second_file, structure.released_shapes("stage_c_lite"))
+    once, _ = lora_patches.patch_clip(clip, first, 1.0, [("[alpha]", "^cat</w>")], "first.safetensors")
+    twice, _ = lora_patches.patch_clip(once, second, 1.0, [("<beta>", None)], "second.safetensors")
+    tokens = twice.tokenize("[alpha] <beta> x")["g"][0]
+    cat = [i for s, i in vocab.items() if re.search("^cat</w>", s)]
+    torch.testing.assert_close(tokens[1][0], weight[cat].mean(0) + first_file["embeddings.embeddings"][0], rtol=0, atol=1e-7)
+    torch.testing.assert_close(tokens[2][0], second_file["embeddings.embeddings"][0], rtol=0, atol=0)  # no init pattern: zeros
+    # The existing row 5 got both deltas, each LoRA adding its own.
+    expected_5 = weight[5] + first_file["embeddings.embeddings"][1] + second_file["embeddings.embeddings"][1]
+    assert sum(isinstance(t[0], torch.Tensor) for t in tokens) == 2
+    assert "<beta>" not in once.tokenizer.clip_g.tokenizer.get_vocab()
+    assert torch.allclose(twice.tokenizer.clip_g.learned_token_rows[5], expected_5, atol=1e-7)
