@@ -5,14 +5,16 @@ import json
 
 import pytest
 import torch
-from conftest import REPO_ROOT, _load_script
+from conftest import REPO_ROOT
 from safetensors.torch import load_file, save_file
+
+from devtools import standin_models
+from devtools import workflow_formats as formats
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 UI_WORKFLOW = EXAMPLES / "lora_text_to_image.json"
 API_WORKFLOW = EXAMPLES / "api" / "lora_text_to_image_api.json"
 LORA_NODE = "13"
-formats = _load_script("workflow_formats")
 
 
 
@@ -36,7 +38,7 @@ def models(host_server, host_clip_g, tmp_path_factory):
     from stable_cascade_pack.stages.checkpoint import extract
 
     folder = tmp_path_factory.mktemp("lora_standins")
-    written = _load_script("standin_models").write_standin_models(folder)
+    written = standin_models.write_standin_models(folder)
     names = {role: host_server.add_model(path.parent.name, path) for role, path in written.items()}
     stage_c, _ = extract(load_file(str(written["stage_c"])), want="stage_c")
     shapes = {k: tuple(v.shape) for k, v in stage_c.items()}

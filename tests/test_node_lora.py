@@ -2,10 +2,10 @@
 host's KSampler on the patched MODEL, and the base MODEL giving bit-exactly its earlier result after."""
 import pytest
 import torch
-from conftest import _load_script
 from safetensors.torch import load_file, save_file
 
-STANDIN = _load_script("standin_models")
+from devtools import standin_models as STANDIN
+
 POSITIVE = [[torch.randn(1, 77, 1280, generator=torch.Generator().manual_seed(1)),
              {"pooled_output": torch.randn(1, 1280, generator=torch.Generator().manual_seed(2))}]]
 NEGATIVE = [[torch.zeros(1, 77, 1280), {"pooled_output": torch.zeros(1, 1280)}]]
