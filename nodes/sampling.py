@@ -10,6 +10,7 @@ from .choices import choice_problems
 from .cascade_control import control_chain, control_models, control_schedules
 from .conditioning import stage_b_inputs, stage_c_inputs
 from .host_models import cascade_stage_of
+from .model_patches import network_caller
 from .previews import make_preview_fn
 
 CATEGORY = "stable_cascade/sampling"
@@ -48,13 +49,14 @@ def _check_model(model, stage):
 
 
 @torch.no_grad()
-def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None,
-            control_chains=None):
+def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise,
+            preview_vae=None, node_name="GDF sampler", control_chains=None):
     """Sample with the original GDF on a host MODEL; returns a host LATENT.
 
     control_chains: (positive's, negative's) cascade ControlNets, loaded with the model; their residuals
     are computed once and reach Stage C as the `cnet` condition.
     """
+    call_network = network_caller(model, node_name, shift)
     if denoise <= 0.0:
         return dict(latent)
     host_model = model.model
@@ -68,21 +70,25 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         memory_required=host_model.memory_required(doubled_shape),
         minimum_memory_required=host_model.memory_required(batch_shape),
     )
-    network = host_model.diffusion_model
     device = model.load_device
     compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
 
     if any(control_chains):
         conditions["cnet"], unconditional["cnet"] = control_schedules(
-            control_chains, network, latent["samples"].shape, shift, compute_dtype)
+            control_chains, host_model.diffusion_model, latent["samples"].shape, shift, compute_dtype)
+
+    def run_network(x, r, **inputs):
+        # Looked up per call: the host's torch.compile wrapper swaps the compiled network in here.
+        return host_model.diffusion_model(x, r, **inputs)
 
     def epsilon(x, r, cnet=None, **inputs):
         inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
-        if cnet is not None:
+        if cnet is not None:  # ControlNet residuals: those whose noise range holds this step's r
             residuals = cnet.at(float(r[0]))
             if residuals is not None:
                 inputs["cnet"] = [None if t is None else t.to(device=device, dtype=compute_dtype) for t in residuals]
-        return network(x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32), **inputs).float()
+        x, r = x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32)
+        return call_network(run_network, x, r, **inputs).float()
 
     preview = make_preview_fn(model, preview_vae)
     progress = comfy.utils.ProgressBar(steps)
@@ -174,7 +180,7 @@ class StageCSampler(GDFSampler):
         chains = (control_chain(positive[0][1], "positive"), control_chain(negative[0][1], "negative"))
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
-                         control_chains=chains)
+                         node_name="Stage C Sampler (GDF)", control_chains=chains)
         return io.NodeOutput(result)
 
 
@@ -209,7 +215,8 @@ class StageBSampler(GDFSampler):
         conditions = stage_b_inputs(positive, prior, batch, "positive")
         unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative")
         result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
-                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise)
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise,
+                         node_name="Stage B Sampler (GDF)")
         return io.NodeOutput(result)
 
 

@@ -5,10 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, _load_script
+from conftest import REPO_ROOT
+from devtools import standin_controlnets, standin_models
+from devtools import workflow_formats as formats
 from PIL import Image
 
-formats = _load_script("workflow_formats")
 EXAMPLES = REPO_ROOT / "example_workflows"
 CLIP, LATENTS, STAGE_C_SAMPLER, STAGE_B_SAMPLER, LOAD_IMAGE, CONTROLNET, APPLY = "5", "8", "9", "10", "13", "14", "15"
 PICTURE, OTHER_PICTURE = "cn_test_picture.png", "cn_test_other_size.png"
@@ -18,8 +19,8 @@ MASKED = (slice(64, 160), slice(80, 176))
 @pytest.fixture(scope="module")
 def models(host_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cn_standins")
-    written = _load_script("standin_models").write_standin_models(folder)
-    written.update(_load_script("standin_controlnets").write_standin_controlnets(folder))
+    written = standin_models.write_standin_models(folder)
+    written.update(standin_controlnets.write_standin_controlnets(folder))
     names = {role: host_server.add_model(path.parent.name, path) for role, path in written.items()}
     names["stage_c_as_controlnet"] = host_server.add_model("controlnet", written["stage_c"], name="stage_c_by_mistake.safetensors")
     return names

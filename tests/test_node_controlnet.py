@@ -3,12 +3,9 @@ refusing files, the control in our GDF sampler (computed once, strength 0 = none
 KSampler, and cascade ControlNets attached by the host's own nodes."""
 import pytest
 import torch
-from conftest import _load_script
-
+from devtools import standin_controlnets as STANDIN_CN
+from devtools import standin_models as STANDIN
 from test_node_sampling import NEGATIVE, POSITIVE, SAMPLER_ARGS
-
-STANDIN = _load_script("standin_models")
-STANDIN_CN = _load_script("standin_controlnets")
 
 
 @pytest.fixture(scope="module")

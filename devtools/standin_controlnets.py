@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack_env import register_pack  # noqa: E402
+from .pack_env import register_pack
 
 STANDIN_WIDTH = 64  # the tiny stand-in Stage C's width
 CONFIGS = {
