@@ -156,7 +156,9 @@ class ControlNetApply(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, start_percent, end_percent):
-        # Naming these inputs switches the host's own min/max checks off for them.
+        # Naming these inputs switches the host's own min/max checks off for them. Linked ones are unknown yet (None).
+        if start_percent is None or end_percent is None:
+            return True
         for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
             if not 0.0 <= value <= 1.0:
                 return f"{name} must be between 0 and 1, got {value}"

@@ -258,3 +258,10 @@ def test_face_identity_loads_with_random_weights_but_cannot_be_applied(nodes, tm
     with torch.no_grad():
         out = identity.patcher.model(face_map)
     assert len(out) == 64 and all(r is not None and r.shape == (1, 64, 3, 4) for r in out)
+
+
+def test_apply_validates_the_noise_range(nodes):
+    validate = nodes["controlnet"].ControlNetApply.validate_inputs
+    assert validate(0.0, 1.0) is True and validate(None, 0.5) is True
+    assert "start_percent (0.6) is after end_percent (0.2)" in validate(0.6, 0.2)
+    assert "end_percent must be between 0 and 1, got 1.5" in validate(0.0, 1.5)
