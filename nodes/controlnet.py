@@ -15,7 +15,7 @@ from ..controlnet.inpaint import composite_outside_mask, inpaint_control
 from ..controlnet.module import ControlNet
 from ..controlnet.super_resolution import super_resolution_control
 from ..stages.checkpoint import CheckpointError, locate, read_safetensors_header
-from .cascade_control import KIND_NAMES, CascadeControlNet, as_cascade_control
+from .cascade_control import CascadeControlNet, as_cascade_control
 from .choices import choice_problems
 from .host_models import assign_weights
 from .model_files import filenames, full_path, read_state_dict
