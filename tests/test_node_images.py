@@ -168,6 +168,22 @@ def test_stage_a_encode_and_decode_equal_the_hosts_stage_a(nodes, stage_a_vaes):
     torch.testing.assert_close(decoded, host_decoded, atol=1e-4, rtol=1e-4)
 
 
+def test_stage_a_encode_and_decode_nodes_reproduce_the_original(nodes, fixtures_dir, tmp_path):
+    """fixtures/forward/stage_a (the original StageA): its weights as a file through the loader, its image
+    through the nodes. The node's latent is the host's convention, the original's encoded times 0.43."""
+    import folder_paths
+    from safetensors.torch import save_file
+
+    save_file(load_file(fixtures_dir / "forward" / "stage_a.state_dict.safetensors"), str(tmp_path / "stage_a_fixture.safetensors"))
+    folder_paths.add_model_folder_path("vae", str(tmp_path))
+    io = load_file(fixtures_dir / "forward" / "stage_a.io.safetensors")
+    vae = nodes.loaders.StageALoader.execute("stage_a_fixture.safetensors").args[0]
+    encoded = nodes.images.StageAEncode.execute(vae, io["img"].movedim(1, -1)).args[0]["samples"]
+    torch.testing.assert_close(encoded, io["encoded"] * 0.43, atol=1e-5, rtol=1e-4)
+    roundtrip = nodes.latents.StageADecode.execute(vae, {"samples": encoded}).args[0]
+    torch.testing.assert_close(roundtrip, io["roundtrip"].clamp(0, 1).movedim(1, -1), atol=1e-5, rtol=1e-4)
+
+
 def test_stage_a_encode_crops_to_multiples_of_8_from_the_centre(nodes, stage_a_vaes):
     ours_vae, _ = stage_a_vaes
     image = smooth_images(1, 70, 85, seed=10)  # -> 64 x 80, offsets 3 and 2
