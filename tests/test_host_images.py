@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, _load_script
-from host_server import PromptRejected
+from conftest import REPO_ROOT
 from PIL import Image
+
+from devtools import standin_clip_vision, standin_models
+from devtools.host_server import PromptRejected
 
 API = REPO_ROOT / "example_workflows" / "api"
 CLIP_VISION_NAME = "clip_vit_large_patch14.safetensors"  # what image_variation_api.json names
@@ -16,10 +18,10 @@ CLIP_VISION_NAME = "clip_vit_large_patch14.safetensors"  # what image_variation_
 
 @pytest.fixture(scope="module")
 def models(host_server, tmp_path_factory, host_clip_g):
-    written = _load_script("standin_models").write_standin_models(tmp_path_factory.mktemp("standins"))
+    written = standin_models.write_standin_models(tmp_path_factory.mktemp("standins"))
     for path in written.values():
         host_server.add_model(path.parent.name, path)
-    vision = _load_script("standin_clip_vision").standin_clip_vision_path()
+    vision = standin_clip_vision.standin_clip_vision_path()
     host_server.add_model("clip_vision", vision, name=CLIP_VISION_NAME)
     return {"clip_g": host_clip_g}
 

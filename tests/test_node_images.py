@@ -7,12 +7,12 @@ import types
 
 import pytest
 import torch
-from conftest import _load_script
 from safetensors.torch import load_file
 from test_gdf_fixtures import ATOL, standin_model
+
+from devtools import standin_clip_vision, standin_models
 from test_stage_parity_host import random_state_dict
 
-STANDIN = _load_script("standin_models")
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def nodes(host_modules, tmp_path_factory):
     import folder_paths
 
     models = tmp_path_factory.mktemp("models")
-    paths = STANDIN.write_standin_models(models)
+    paths = standin_models.write_standin_models(models)
     for folder in ("diffusion_models", "vae"):
         folder_paths.add_model_folder_path(folder, str(models / folder), is_default=True)
     from stable_cascade_pack.nodes import images, latents, loaders, sampling
@@ -249,7 +249,7 @@ def test_image_to_image_node_path_equals_the_original(nodes, fixtures_dir):
 def clip_vision(host_modules):
     import comfy.clip_vision
 
-    return comfy.clip_vision.load(str(_load_script("standin_clip_vision").standin_clip_vision_path()))
+    return comfy.clip_vision.load(str(standin_clip_vision.standin_clip_vision_path()))
 
 
 @torch.no_grad()
@@ -261,7 +261,7 @@ def test_the_hosts_clip_vision_encode_gives_the_originals_image_embeds(clip_visi
     import torchvision.transforms as T
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    path = _load_script("standin_clip_vision").standin_clip_vision_path()
+    path = standin_clip_vision.standin_clip_vision_path()
     config = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                               image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
     oracle = CLIPVisionModelWithProjection(config).eval()

@@ -9,17 +9,16 @@ Weights are uniform random at CLIP's initialiser scale (std 0.02, layer norms at
 zero): embeddings are finite and depend on the image, and mean nothing.
 
 Made once per machine under ~/.cache/stable-cascade-comfyui/standins/ and reused. Call
-`standin_clip_vision_path()`, or run this file to print the path.
+`standin_clip_vision_path()`, or run `python -m devtools.standin_clip_vision` from the repository
+root to print the path.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from standin_clip_g import WEIGHT_STD, cached_standin, standins_dir  # noqa: E402
+from .standin_clip_g import WEIGHT_STD, cached_standin, standins_dir
 
 FORMAT_VERSION = 1
 DEFAULT_SEED = 0
