@@ -1,7 +1,7 @@
 """The bundled workflows: the UI-format graph the template browser loads, and its API-format twin.
 
-`example_workflows/text_to_image.json` (UI format, what users open from the template browser) was
-made from `text_to_image_api.json` (API format, what the host tests queue) with
+Each `example_workflows/<name>.json` (UI format, what users open from the template browser) was
+made from `api/<name>_api.json` (API format, what the host tests queue) with
 devtools/workflow_formats.py. These tests keep the two equal, check the UI graph against the running
 host's node definitions the way the 1.32.9 editor reads them, check that the host offers it as a
 template, and run it.
@@ -16,10 +16,8 @@ from devtools import standin_models as standins
 from devtools import workflow_formats as formats
 
 EXAMPLES = REPO_ROOT / "example_workflows"
+NAMES = sorted(path.stem for path in EXAMPLES.glob("*.json"))
 UI_WORKFLOW = EXAMPLES / "text_to_image.json"
-API_WORKFLOW = EXAMPLES / "api" / "text_to_image_api.json"
-# Every bundled UI workflow has an API twin; the structural tests below run on each.
-WORKFLOW_NAMES = sorted(path.stem for path in EXAMPLES.glob("*.json"))
 
 # Input types the editor draws as widgets (comfyui-frontend-package 1.32.9, `ComfyWidgets`).
 WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "MARKDOWN", "IMAGEUPLOAD", "COLOR",
@@ -40,19 +38,23 @@ def object_info(host_server):
     return host_server.object_info()
 
 
-@pytest.fixture(scope="module", params=WORKFLOW_NAMES)
-def workflow_name(request):
+def test_every_ui_workflow_has_an_api_twin_and_back():
+    assert NAMES and sorted(p.name.removesuffix("_api.json") for p in (EXAMPLES / "api").glob("*_api.json")) == NAMES
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def name(request):
     return request.param
 
 
 @pytest.fixture(scope="module")
-def ui_workflow(workflow_name):
-    return load(EXAMPLES / f"{workflow_name}.json")
+def ui_workflow(name):
+    return load(EXAMPLES / f"{name}.json")
 
 
 @pytest.fixture(scope="module")
-def api_workflow(workflow_name):
-    return load(EXAMPLES / "api" / f"{workflow_name}_api.json")
+def api_workflow(name):
+    return load(EXAMPLES / "api" / f"{name}_api.json")
 
 
 # --- The two files are the same graph -----------------------------------------------------------
@@ -112,7 +114,7 @@ def expected_widget_values(node_info):
     """How many entries the editor keeps in widgets_values for a node, and where the seed
     controls go: one per widget input, plus a "control after generate" combo after an INT that
     asks for one (or, when the spec is silent, one named seed/noise_seed), plus the upload
-    button's value after an image combo (LoadImage)."""
+    button's entry after a file combo with image_upload (Load Image)."""
     count, control_positions = 0, []
     for section in ("required", "optional"):
         for name, spec in node_info["input"].get(section, {}).items():
@@ -121,8 +123,7 @@ def expected_widget_values(node_info):
             if kind not in WIDGET_TYPES or options.get("forceInput"):
                 continue
             count += 1
-            if kind == "COMBO" and options.get("image_upload"):
-                count += 1  # the editor's upload button keeps a value too ("image")
+            count += 1 if kind == "COMBO" and options.get("image_upload") else 0
             control = options.get("control_after_generate")
             if kind == "INT" and (name in ("seed", "noise_seed") if control is None else control):
                 control_positions.append(count)
@@ -202,11 +203,11 @@ def test_wrong_widget_count_is_a_clear_error():
 
 # --- The host's template browser ----------------------------------------------------------------
 
-def test_host_lists_and_serves_the_template(host_server, workflow_name, ui_workflow):
+def test_host_lists_and_serves_the_template(host_server, name, ui_workflow):
     pack = host_server.pack_link.name
     templates = host_server.get_json("/api/workflow_templates")
-    assert workflow_name in templates.get(pack, []), templates
-    served = host_server.get_json(f"/api/workflow_templates/{pack}/{workflow_name}.json")
+    assert name in templates.get(pack, []), templates
+    served = host_server.get_json(f"/api/workflow_templates/{pack}/{name}.json")
     assert served == ui_workflow
 
 
