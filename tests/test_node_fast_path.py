@@ -154,3 +154,37 @@ def test_off_after_compile_runs_eager_bit_for_bit(env):
     result = sample(env, "c", off)
     assert backend.compiled == []
     assert torch.equal(result, sample(env, "c", env["c"]))
+
+
+class RecordingNetwork(torch.nn.Module):
+    """Stands in for the network: the same module, keeping what each call was handed."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network, self.calls = network, []
+
+    def forward(self, x, r, **conditions):
+        self.calls.append({name: (value.dtype, value.data_ptr()) for name, value in conditions.items()
+                           if isinstance(value, torch.Tensor)})
+        return self.network(x, r, **conditions)
+
+
+def test_the_loop_hands_the_network_the_same_condition_tensors_every_step(env, monkeypatch):
+    """No per-step host work on the conditions: cast and moved once, the very same tensors each step.
+    The network computes in bf16 here (as on a GPU), so a per-step cast would make new tensors."""
+    from comfy.patcher_extension import WrappersMP
+    from comfy_api.torch_helpers.torch_compile import COMPILE_KEY, apply_torch_compile_factory
+    from stable_cascade_pack.nodes import loaders
+
+    model = loaders.StageCLoader.execute("stage_c_bf16.safetensors", "bf16").args[0].clone()
+    monkeypatch.setattr(model.model, "manual_cast_dtype", None)  # the CPU would compute in fp32
+    recording = RecordingNetwork(model.get_model_object("diffusion_model"))
+    # The host's compile wrapper is the documented way to swap the module the sampler calls.
+    model.add_wrapper_with_key(WrappersMP.APPLY_MODEL, COMPILE_KEY, apply_torch_compile_factory({"diffusion_model": recording}))
+    sample(env, "c", model, steps=3)
+    compute_dtype = model.model.manual_cast_dtype or model.model.get_dtype()
+    assert compute_dtype == torch.bfloat16
+    assert len(recording.calls) == 3
+    assert recording.calls[0].keys() >= {"clip_text", "clip_text_pooled", "clip_img"}
+    assert all(dtype == compute_dtype for dtype, _ in recording.calls[0].values())
+    assert all(call == recording.calls[0] for call in recording.calls[1:])
