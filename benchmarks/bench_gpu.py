@@ -13,8 +13,8 @@ Rows (batch = images; cfg on, so each step is one network call on the doubled ba
 Columns per row: ours eager (SCPack_Stage*Sampler on our network), ours fast (the same through
 SCPack_FastPath's apply_fast_path), native (comfy.sample.sample, i.e. KSampler, euler_ancestral/simple,
 on the host's own network loaded by comfy.sd.load_diffusion_model_state_dict). Per row: median
-wall time per step (whole sampler call / steps, synchronised), peak GPU memory of that call, and
-achieved TFLOP/s (FLOPs of one network call counted by torch's FlopCounterMode / time per step).
+wall time per step (whole sampler call / steps, synchronised), the call's peak GPU memory above the
+weights already resident (the weights are the same size on both sides), and achieved TFLOP/s (FLOPs of one network call counted by torch's FlopCounterMode / time per step).
 "fast" also prints its first-call time (the compile): run the script twice to see the warm-cache start.
 
 Weights are seeded random tensors of the released shapes (generated on the device, stored bf16 on a
@@ -184,18 +184,21 @@ def synchronize():
 
 
 def timed(function):
-    """(seconds, peak GPU bytes or None, result) of one synchronised call."""
+    """(seconds, peak GPU bytes above what was resident before, or None; result) of one synchronised
+    call. Both columns' weights stay resident side by side (same size), so the peak is counted above
+    them: it is what the call itself needs (activations, workspaces, CUDA graph pools)."""
     import torch
 
     cuda = torch.cuda.is_available()
+    synchronize()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    synchronize()
+        resident = torch.cuda.memory_allocated()
     started = time.perf_counter()
     result = function()
     synchronize()
     seconds = time.perf_counter() - started
-    return seconds, (torch.cuda.max_memory_allocated() if cuda else None), result
+    return seconds, (torch.cuda.max_memory_allocated() - resident if cuda else None), result
 
 
 def network_flops(model, stage, latent, prior):
@@ -311,7 +314,7 @@ def print_table(results, device_name, options):
         cells = [f"{entries[c]['ms']:.2f}" for c in columns]
         ratio = entries["ours fast"]["ms"] / entries["native"]["ms"]
         print(f"| {titles[row]} | " + " | ".join(cells) + f" | {ratio:.2f} | {entries['ours fast']['first_s']:.1f} |")
-    print("\n| peak GPU memory (GiB) / achieved TFLOP/s | " + " | ".join(columns) + " |")
+    print("\n| peak GPU memory above the resident weights (GiB) / achieved TFLOP/s | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for row in ROWS:
         if row not in results:
@@ -367,7 +370,8 @@ def main(argv=None):
         ours, native = build_models(stage, configs[stage], weights, options.tiny, dtype)
         del weights
         fast, note = apply_fast_path(ours, options.fast_mode, backend=options.backend)
-        print(f"  fast path: {note}", flush=True)
+        print(f"  weights: ours {ours.model_size() / _common.GiB:.2f} GiB, native {native.model_size() / _common.GiB:.2f} GiB; "
+              f"fast path: {note}", flush=True)
         models = {"ours": ours, "native": native}
         stage_rows = [r for r in rows if (r in ("c1", "c4") if stage == "c" else r == "b")]
         results.update(bench_stage_rows(stage, stage_rows, models, fast, shapes[stage], shapes["prior"], options))
