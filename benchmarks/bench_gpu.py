@@ -24,7 +24,6 @@ avoids inductor's slow CPU compile.
 """
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -56,23 +55,33 @@ def network_configs(tiny):
     return {"c": RELEASED_CONFIGS["stage_c_big"][1], "b": RELEASED_CONFIGS["stage_b_big"][1]}
 
 
-def seeded_weights(stage, config, device, dtype):
-    """{key: tensor} in the pack (= host) layout, seeded per key, drawn on `device`, stored on the CPU."""
+def seeded_weights(network, device, dtype=None):
+    """{key: tensor} for a network built on the meta device: seeded per key, drawn on `device` (fast
+    on a GPU), stored on the CPU in `dtype` (floating tensors; None keeps fp32)."""
     import zlib
 
     import torch
 
-    from stable_cascade_pack.stages.variants import model_class
-
-    network = model_class("StageC" if stage == "c" else "StageB")(**config, device="meta")
     weights = {}
     for key, meta in network.state_dict().items():
+        if not meta.is_floating_point():
+            weights[key] = torch.zeros(meta.shape, dtype=meta.dtype)
+            continue
         generator = torch.Generator(device=device).manual_seed(SEED * 1_000_003 + zlib.crc32(key.encode()))
-        fan_in = meta[0].numel() if meta.dim() > 1 else 1
-        std = fan_in ** -0.5 if meta.dim() > 1 else 0.02
-        tensor = torch.randn(meta.shape, generator=generator, device=device, dtype=torch.float32) * std
-        weights[key] = tensor.to(dtype).cpu()
+        if key.endswith("running_var"):
+            tensor = torch.rand(meta.shape, generator=generator, device=device) * 0.5 + 0.75
+        else:
+            fan_in = meta[0].numel() if meta.dim() > 1 else 1
+            std = fan_in ** -0.5 if meta.dim() > 1 else 0.02
+            tensor = torch.randn(meta.shape, generator=generator, device=device) * std
+        weights[key] = tensor.to(dtype or torch.float32).cpu()
     return weights
+
+
+def stage_network(stage, config):
+    from stable_cascade_pack.stages.variants import model_class
+
+    return model_class("StageC" if stage == "c" else "StageB")(**config, device="meta")
 
 
 def build_models(stage, config, weights, tiny, dtype):
@@ -100,43 +109,19 @@ def build_models(stage, config, weights, tiny, dtype):
                                                   offload_device=mm.unet_offload_device())
 
 
-def stage_a_vaes(tiny, device):
+def stage_a_vaes(device):
     """(ours, native) host VAEs around the released-size Stage A (20M parameters), same weights."""
     import comfy.sd
     from stable_cascade_pack.nodes import host_models
     from stable_cascade_pack.stages.variants import RELEASED_CONFIGS, build_released
 
-    network = build_released("stage_a", device="meta")
-    weights = seeded_weights_for(network, device)
-    ours = host_models.build_stage_a_vae(weights, RELEASED_CONFIGS["stage_a"][1])
-    native = comfy.sd.VAE(sd=weights)
-    return ours, native
-
-
-def seeded_weights_for(network, device):
-    import zlib
-
-    import torch
-
-    weights = {}
-    for key, meta in network.state_dict().items():
-        if not meta.is_floating_point():
-            weights[key] = torch.zeros(meta.shape, dtype=meta.dtype)
-            continue
-        generator = torch.Generator(device=device).manual_seed(zlib.crc32(key.encode()))
-        if key.endswith("running_var"):
-            tensor = torch.rand(meta.shape, generator=generator, device=device) * 0.5 + 0.75
-        else:
-            fan_in = meta[0].numel() if meta.dim() > 1 else 1
-            std = fan_in ** -0.5 if meta.dim() > 1 else 0.02
-            tensor = torch.randn(meta.shape, generator=generator, device=device) * std
-        weights[key] = tensor.cpu()
-    return weights
+    weights = seeded_weights(build_released("stage_a", device="meta"), device)
+    return host_models.build_stage_a_vae(weights, RELEASED_CONFIGS["stage_a"][1]), comfy.sd.VAE(sd=weights)
 
 
 # --- sampling calls ---------------------------------------------------------------------------------
 
-def conditioning(batch, prior=None):
+def conditioning(batch):
     """CONDITIONING pairs as the host's CLIPTextEncode (stable_cascade CLIP) gives them, seeded."""
     import torch
 
@@ -366,7 +351,7 @@ def main(argv=None):
         if stage not in stages_needed:
             continue
         print(f"\nStage {stage.upper()}: building seeded weights and both models", flush=True)
-        weights = seeded_weights(stage, configs[stage], device, dtype)
+        weights = seeded_weights(stage_network(stage, configs[stage]), device, dtype)
         ours, native = build_models(stage, configs[stage], weights, options.tiny, dtype)
         del weights
         fast, note = apply_fast_path(ours, options.fast_mode, backend=options.backend)
@@ -383,7 +368,7 @@ def main(argv=None):
             gc.collect()
             mm.soft_empty_cache()
     if "e2e" in rows:
-        results.update(bench_end_to_end(all_models, fast_models, stage_a_vaes(options.tiny, device), shapes, options))
+        results.update(bench_end_to_end(all_models, fast_models, stage_a_vaes(device), shapes, options))
     print_table(results, device_name, options)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return results
