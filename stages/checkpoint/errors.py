@@ -11,14 +11,14 @@ class CheckpointError(ValueError):
 
 # The single place that names the loaders; messages and the web route read it.
 LOADER_FOR_KIND = {
-    "stage_c": "'Load Stage C (prior)'",
-    "stage_b": "'Load Stage B (decoder)'",
-    "stage_a": "'Load Stage A (VAE)'",
-    "effnet": "'Load EfficientNet encoder + Previewer' (encoder_name)",
-    "previewer": "'Load EfficientNet encoder + Previewer' (previewer_name)",
-    "stage_c_coder": "'Load EfficientNet encoder + Previewer'",
-    "bundled_stage_c": "'Load Stage C (prior)'",
-    "bundled_stage_b": "'Load Stage B (decoder)'",
+    "stage_c": "'Load Stage C Prior (Stable Cascade)'",
+    "stage_b": "'Load Stage B Decoder (Stable Cascade)'",
+    "stage_a": "'Load Stage A VAE (Stable Cascade)'",
+    "effnet": "'Load Stage C VAE (Stable Cascade)' (encoder_name)",
+    "previewer": "'Load Stage C VAE (Stable Cascade)' (previewer_name)",
+    "stage_c_coder": "'Load Stage C VAE (Stable Cascade)'",
+    "bundled_stage_c": "'Load Stage C Prior (Stable Cascade)'",
+    "bundled_stage_b": "'Load Stage B Decoder (Stable Cascade)'",
     "controlnet": "the host's 'Load ControlNet Model' node (this pack's ControlNet nodes are not written yet)",
     "lora": "the host's 'LoraLoader' node (this pack's LoRA loader is not written yet)",
     "text_encoder": "the host's 'Load CLIP' node with type 'stable_cascade'",
