@@ -45,6 +45,7 @@ OFFICIAL_MODELS = {
 BUILD_JS = """async ([api, name, models]) => {
   const app = window.app;
   await app.loadApiJson(api, name);
+  await new Promise(resolve => setTimeout(resolve, 2500));  // the pack's info lines (file kinds, sizes) arrive
   const graph = app.graph;
   const nodes = [...graph._nodes].sort((a, b) => a.id - b.id);
   const origins = (node) => (node.inputs ?? []).filter(i => i.link != null).map(i => graph.links[i.link] ?? graph.links.get?.(i.link)).filter(Boolean).map(l => graph.getNodeById(l.origin_id));
@@ -68,7 +69,7 @@ BUILD_JS = """async ([api, name, models]) => {
       if (type === 'CLIPTextEncode') { size[0] = 400; size[1] = 180; }
       node.setSize(size);
       node.pos = [x, y];
-      y += size[1] + 60;
+      y += size[1] + 80;  // the next node's title bar sits above its pos
       width = Math.max(width, size[0]);
       const title = (node.title ?? '').toLowerCase();
       if (title.includes('negative')) { node.color = '#322'; node.bgcolor = '#533'; }
@@ -97,8 +98,6 @@ def build_all(editor, names=(), thumbnails=True):
     """{name: UI workflow} for every API workflow, written to example_workflows/."""
     from PIL import Image
 
-    from editor_browser import VIEWPORT
-
     made = {}
     for api_path in api_workflows(names):
         name = api_path.name.removesuffix("_api.json")
@@ -112,7 +111,7 @@ def build_all(editor, names=(), thumbnails=True):
             editor.fit_view()
             time.sleep(1.0)
             shot = Path(tempfile.mkdtemp()) / f"{name}.png"
-            editor.page.screenshot(path=str(shot), clip={"x": 0, "y": 0, **VIEWPORT})
+            editor.page.screenshot(path=str(shot), clip=editor.graph_rect())
             Image.open(shot).convert("RGB").save(EXAMPLES / f"{name}.jpg", quality=80)
         print(f"wrote example_workflows/{name}.json ({len(ui['nodes'])} nodes, {len(ui['links'])} links)")
     return made

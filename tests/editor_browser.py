@@ -54,6 +54,32 @@ class Editor:
         self.page.keyboard.press(".")
         time.sleep(1.0)
 
+    def focus_node(self, node_id, scale=1.0):
+        """Centre the canvas on a node at this zoom; returns the page rectangle around it for a screenshot."""
+        return self.page.evaluate("""([id, scale]) => {
+            const canvas = window.app.canvas, node = window.app.graph.getNodeById(id);
+            const rect = canvas.canvas.getBoundingClientRect();
+            canvas.ds.scale = scale;
+            canvas.ds.offset = [rect.width / 2 / scale - (node.pos[0] + node.size[0] / 2),
+                                rect.height / 2 / scale - (node.pos[1] + node.size[1] / 2)];
+            canvas.setDirty(true, true);
+            const w = Math.min(rect.width, (node.size[0] + 400) * scale), h = Math.min(rect.height - 80, (node.size[1] + 160) * scale);
+            return {x: rect.left + rect.width / 2 - w / 2, y: rect.top + rect.height / 2 - h / 2, width: w, height: h};
+        }""", [node_id, scale])
+
+    def graph_rect(self, margin=20):
+        """The page rectangle the graph's nodes (titles included) cover now, for a screenshot."""
+        return self.page.evaluate("""(margin) => {
+            const canvas = window.app.canvas, ds = canvas.ds, rect = canvas.canvas.getBoundingClientRect();
+            const nodes = window.app.graph._nodes;
+            const left = Math.min(...nodes.map(n => n.pos[0])), top = Math.min(...nodes.map(n => n.pos[1] - 30));
+            const right = Math.max(...nodes.map(n => n.pos[0] + n.size[0])), bottom = Math.max(...nodes.map(n => n.pos[1] + n.size[1]));
+            const x = Math.max(rect.left, rect.left + (left + ds.offset[0]) * ds.scale - margin);
+            const y = Math.max(rect.top, rect.top + (top + ds.offset[1]) * ds.scale - margin);
+            return {x, y, width: Math.min(rect.right, rect.left + (right + ds.offset[0]) * ds.scale + margin) - x,
+                    height: Math.min(rect.bottom, rect.top + (bottom + ds.offset[1]) * ds.scale + margin) - y};
+        }""", margin)
+
     def nodes(self):
         """[{id, type, title, pos, size, widgets: {name: value}, info: [{text, wrong}]}] of the graph."""
         return self.page.evaluate("""() => window.app.graph._nodes.map(n => ({
@@ -93,28 +119,44 @@ def _ready(page, timeout_ms):
 
 
 @contextlib.contextmanager
-def open_editor(server_url, pack_folder, *, timeout_ms=180_000, viewport=VIEWPORT):
-    """The editor at `server_url`, loaded and ready, in a fresh headless Chromium."""
+def launch_browser():
+    """Debian's headless Chromium under Playwright (one per process: Playwright's sync API does not nest)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport=viewport)
-            editor = Editor(page, pack_folder)
-            page.on("console", lambda m: editor.console.append((m.type, m.text, (m.location or {}).get("url"))))
-            page.on("pageerror", lambda e: editor.console.append(("pageerror", str(e), "")))
-            page.on("response", lambda r: editor.failed_requests.append((r.url, r.status)) if r.status >= 400 else None)
-            page.goto(server_url)
-            _ready(page, timeout_ms)
-            time.sleep(1.0)
-            page.keyboard.press("Escape")  # any first-run dialog
-            yield editor
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def open_editor(server_url, pack_folder, *, browser=None, timeout_ms=180_000, viewport=VIEWPORT):
+    """The editor at `server_url`, loaded and ready, in a new page of `browser` (or of its own browser)."""
+    if browser is None:
+        with launch_browser() as own, open_editor(server_url, pack_folder, browser=own, timeout_ms=timeout_ms,
+                                                  viewport=viewport) as editor:
+            yield editor
+        return
+    page = browser.new_page(viewport=viewport)
+    try:
+        editor = Editor(page, pack_folder)
+        page.on("console", lambda m: editor.console.append((m.type, m.text, (m.location or {}).get("url"))))
+        page.on("pageerror", lambda e: editor.console.append(("pageerror", str(e), "")))
+        page.on("response", lambda r: editor.failed_requests.append((r.url, r.status)) if r.status >= 400 else None)
+        page.goto(server_url)
+        _ready(page, timeout_ms)
+        time.sleep(1.0)
+        page.keyboard.press("Escape")  # any first-run dialog
+        yield editor
+    finally:
+        page.close()
 
 
 def prepare_settings(server):
     """Settings for a quiet editor: no tutorial template dialog, no minimap over the graph."""
     server.request("POST", "/settings/Comfy.TutorialCompleted", True)
     server.request("POST", "/settings/Comfy.Minimap.Visible", False)
+    # Text stays drawn on zoomed-out overviews (screenshots, template thumbnails).
+    server.request("POST", "/settings/LiteGraph.Canvas.MinFontSizeForLOD", 1)
