@@ -21,10 +21,9 @@ CLIP_G_NAME = "stable_cascade_clip_g.safetensors"  # the name the templates use
 HELP_PANEL_WIDTH = 306  # the node library sidebar of 1.32.9, where help pages show
 
 
-def shot(editor, name, node_id=None):
-    """A screenshot in artifacts/editor/: the page, or the part around one node at full zoom."""
+def shot(editor, name, node_id=None, clip=None):
+    """A screenshot in artifacts/editor/: the page (or `clip` of it), or the part around one node at full zoom."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    clip = None
     if node_id is not None:
         clip = editor.focus_node(node_id)
         time.sleep(0.8)
@@ -100,6 +99,16 @@ def test_search_finds_every_pack_node_by_the_models_name(editor, host_server):
     for query in ("cascade", "stable cascade", "Stable Cascade"):
         missing = pack_nodes - set(search(editor, query))
         assert not missing, f"searching {query!r} does not find {sorted(missing)}"
+    # As a user sees it: double-click the empty canvas, type.
+    editor.evaluate("() => window.app.graph.clear()")
+    editor.page.mouse.dblclick(900, 500)
+    editor.page.wait_for_selector(".comfy-vue-node-search-container input, .p-autocomplete-input", timeout=10_000)
+    editor.page.keyboard.type("cascade")
+    time.sleep(1.5)
+    shown = editor.evaluate("() => document.querySelector('.comfy-vue-node-search-container, .p-autocomplete-overlay')?.closest('.p-dialog')?.innerText ?? document.body.innerText")
+    shot(editor, "search_cascade", clip={"x": 600, "y": 200, "width": 1000, "height": 440})
+    editor.page.keyboard.press("Escape")
+    assert "Stage C Prior Sampler (Stable Cascade)" in shown, shown[:500]
 
 
 def test_search_finds_the_stages_by_their_names(editor, host_server):
@@ -169,7 +178,7 @@ def test_a_template_with_an_absent_model_warns_and_names_where_to_get_it(host_se
         with open_editor(host_server.url, host_server.pack_link.name, browser=browser) as fresh:
             fresh.load_workflow(template("text_to_image"), settle=3)
             dialogs = open_dialogs(fresh)
-            shot(fresh, "missing_model_warning")
+            shot(fresh, "missing_model_warning", clip={"x": 480, "y": 230, "width": 640, "height": 440})
     finally:
         host_server.add_model("diffusion_models", standin_paths["stage_b"])
     assert any(absent in text for text in dialogs), f"no dialog names the absent {absent}: {dialogs}"
@@ -289,7 +298,7 @@ def test_help_pages_fit_the_panel(editor, host_server):
             assert not sticking_out, f"{node_id}: wider than the help panel: {sticking_out}"
             assert heading == host_server.object_info(node_id)["display_name"], f"{node_id}: the panel shows {heading!r}"
             if node_id == "SCPack_StageCSampler":
-                shot(editor, "help_panel")
+                shot(editor, "help_panel", clip={"x": 0, "y": 40, "width": 720, "height": 760})
     finally:
         editor.page.locator(".node-library-tab-button").first.click()
 
