@@ -9,8 +9,7 @@ import os
 
 import folder_paths
 
-from ..stages.checkpoint import CheckpointError, describe, locate, read_safetensors_header
-from ..stages.checkpoint.errors import WANTED_FILE
+from ..stages.checkpoint import FILE_KINDS, CheckpointError, describe, file_kind, locate, read_safetensors_header
 
 _SAFETENSORS = (".safetensors", ".sft")
 _cache = {}  # path -> ((size, mtime_ns), report)
@@ -41,7 +40,7 @@ def _read(path):
     except CheckpointError as error:
         return {"summary": f"{name}: {error}", "kinds": []}
     kinds = []
-    for want in WANTED_FILE:
+    for want in (kind for kind, record in FILE_KINDS.items() if record.wanted_file):
         try:
             locate(header, want, name)
             kinds.append(want)
@@ -81,7 +80,7 @@ def describe_choice(name, folders, want):
     except OSError as error:
         return {"name": name, "fits": False, "summary": f"{name} cannot be read: {error}"}
     verdict = fits(report, want)
-    answer = {"name": name, "fits": verdict, "summary": report["summary"], "wanted": WANTED_FILE.get(want, want)}
+    answer = {"name": name, "fits": verdict, "summary": report["summary"], "wanted": file_kind(want).wanted_file or want}
     return answer
 
 

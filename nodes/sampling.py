@@ -170,7 +170,7 @@ class StageCSampler(GDFSampler):
         unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
-                         node_name="Stage C Sampler (GDF)")
+                         node_name="Stage C Prior Sampler (Stable Cascade)")
         return io.NodeOutput(result)
 
 
@@ -206,7 +206,7 @@ class StageBSampler(GDFSampler):
         unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative")
         result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise,
-                         node_name="Stage B Sampler (GDF)")
+                         node_name="Stage B Sampler (Stable Cascade)")
         return io.NodeOutput(result)
 
 

@@ -10,9 +10,10 @@ import re
 import time
 
 import pytest
-from conftest import REPO_ROOT, _load_script
+from conftest import REPO_ROOT
 
-from editor_browser import launch_browser, open_editor, prepare_settings
+from devtools import standin_models, ui_workflows
+from devtools.editor_browser import launch_browser, open_editor, prepare_settings
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 ARTIFACTS = REPO_ROOT / "artifacts" / "editor"
@@ -40,7 +41,7 @@ def api_twin(name):
 
 @pytest.fixture(scope="module")
 def standin_paths(tmp_path_factory):
-    return _load_script("standin_models").write_standin_models(tmp_path_factory.mktemp("editor_standins"))
+    return standin_models.write_standin_models(tmp_path_factory.mktemp("editor_standins"))
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,7 @@ def test_sampler_previews_have_room(editor, name):
 
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
 def test_loaders_name_their_official_files_and_sources(name):
-    make = _load_script("make_ui_workflows")
+    make = ui_workflows
     for node in template(name)["nodes"]:
         chosen = {v for v in node.get("widgets_values", []) if isinstance(v, str) and v in make.OFFICIAL_MODELS}
         named = {m["name"]: m for m in node.get("properties", {}).get("models", [])}

@@ -11,7 +11,9 @@ import copy
 import json
 
 import pytest
-from conftest import REPO_ROOT, _load_script
+from conftest import REPO_ROOT
+
+from devtools import standin_models as standins
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 NAMES = sorted(p.name.removesuffix("_api.json") for p in (EXAMPLES / "api").glob("*_api.json"))
@@ -55,7 +57,7 @@ def test_host_lists_and_serves_every_template(host_server):
 
 @pytest.fixture(scope="module")
 def standin_models(host_server, tmp_path_factory):
-    written = _load_script("standin_models").write_standin_models(tmp_path_factory.mktemp("standins"))
+    written = standins.write_standin_models(tmp_path_factory.mktemp("standins"))
     return {role: host_server.add_model(path.parent.name, path) for role, path in written.items()}
 
 

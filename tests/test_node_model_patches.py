@@ -2,9 +2,8 @@
 by name (anything written for the host's sigma/denoised convention or its CFG), never dropped."""
 import pytest
 import torch
-from conftest import _load_script
 
-STANDIN = _load_script("standin_models")
+from devtools import standin_models as STANDIN
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,7 @@ def refusal(env, model, shift=2.0):
     with pytest.raises(UnsupportedModelPatch) as caught:
         sample_c(env, model, shift=shift)
     message = str(caught.value)
-    assert message.startswith("Stage C Sampler (GDF): the MODEL carries patches")
+    assert message.startswith("Stage C Prior Sampler (Stable Cascade): the MODEL carries patches")
     return message
 
 

@@ -1,6 +1,6 @@
 """The host's own editor (comfyui-frontend-package) in headless Chromium, driven by Playwright.
 
-Plain Python (no pytest) so that scripts use it too (scripts/make_ui_workflows.py, screenshots).
+Plain Python (no pytest): tests and scripts/make_ui_workflows.py use it.
 Chromium is Debian's package, never a Playwright download (GUIDE §6):
 
     with open_editor(server_url) as editor:
