@@ -9,7 +9,7 @@ import os
 
 import folder_paths
 
-from ..stages.checkpoint import FILE_KINDS, CheckpointError, describe, file_kind, locate, read_safetensors_header
+from ..stages.checkpoint import FILE_KINDS, CheckpointError, describe, file_kind, identify, locate, read_safetensors_header
 
 _SAFETENSORS = (".safetensors", ".sft")
 _cache = {}  # path -> ((size, mtime_ns), report)
@@ -32,9 +32,7 @@ def _read(path):
     try:
         header = read_safetensors_header(path)
     except CheckpointError as error:
-        return {"summary": str(error), "kinds": [], "unreadable": True}
-    from ..stages.checkpoint import identify
-
+        return {"summary": str(error), "kinds": []}
     try:
         info = identify(header)
     except CheckpointError as error:
@@ -79,9 +77,8 @@ def describe_choice(name, folders, want):
         report = file_report(path)
     except OSError as error:
         return {"name": name, "fits": False, "summary": f"{name} cannot be read: {error}"}
-    verdict = fits(report, want)
-    answer = {"name": name, "fits": verdict, "summary": report["summary"], "wanted": file_kind(want).wanted_file or want}
-    return answer
+    return {"name": name, "fits": fits(report, want), "summary": report["summary"],
+            "wanted": file_kind(want).wanted_file or want}
 
 
 def ordered_choices(names, folders, want):

@@ -4,7 +4,8 @@ frontend looks for them.
 Where the frontend looks (comfyui-frontend-package 1.32.9, NodeHelpService.fetchCustomNodeHelp in
 static/assets/index-*.js): for a node whose `python_module` is `custom_nodes.<folder>` it fetches
 `/extensions/<folder>/docs/<NodeId>/<locale>.md`, and when that fails
-`/extensions/<folder>/docs/<NodeId>.md`; if both fail it shows the node's description. The host
+`/extensions/<folder>/docs/<NodeId>.md`; if both fail it shows the node's description. The pack's
+route (nodes/web_routes.py) answers the locale path with the one page, so the console shows no 404. The host
 (server.py) serves WEB_DIRECTORY at `/extensions/<folder>/` as static files, .md included.
 """
 import re
