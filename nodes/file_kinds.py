@@ -44,7 +44,34 @@ def _read(path):
             kinds.append(want)
         except CheckpointError:
             pass
-    return {"summary": describe(info), "kinds": kinds}
+    summary = describe(info)
+    if info.kind == "lora":
+        summary, for_stage_c = _lora_details(header, name, summary)
+        if not for_stage_c:
+            kinds.remove("lora")
+    return {"summary": summary, "kinds": kinds}
+
+
+def _lora_details(header, name, summary):
+    """(summary with what the LoRA was trained for, its rank and learned tokens; whether it is for Stage C)."""
+    from ..lora.read import identify_lora
+
+    try:
+        found = identify_lora(header, name)
+    except ValueError:  # a LoRA-like file whose weights do not fit together: said when it is loaded
+        found = None
+    if found is None:
+        return summary, False
+    _format, trained_for = found
+    ranks = sorted({shape[0] for key, (_dtype, shape) in header.items()
+                    if key.endswith(("lora_down", "lora_down.weight")) and shape})
+    tokens = header.get("embeddings.indices", (None, (0,)))[1][0] if "embeddings.indices" in header else 0
+    details = [f"for {trained_for}"]
+    if ranks:
+        details.append(f"rank {'/'.join(map(str, ranks))}")
+    if tokens:
+        details.append(f"{tokens} learned token row(s)")
+    return f"{summary}; {', '.join(details)}", "Stage C" in trained_for
 
 
 def file_report(path):

@@ -87,3 +87,11 @@ def test_missing_tokens_and_a_foreign_lora_are_named_then_the_workflow_runs(host
     assert result.error is None, f"the prompt failed: {result.error}"
     images = host_server.output_images(result)
     assert len(images) == 1 and images[0].size == (256, 256)
+
+
+def test_the_editor_route_tells_a_stage_c_lora_from_a_foreign_one(host_server, models):
+    """What the LoRA loader shows in the editor (nodes/web_routes.py), from the files' headers only."""
+    files = host_server.get_json("/stable_cascade/file_kinds?node=SCPack_StageCLoraLoader&input=lora_name")["files"]
+    ours, foreign = files[models["lora"]], files[models["sdxl_lora"]]
+    assert ours["fits"] is True and "rank 4" in ours["summary"] and "2 learned token row(s)" in ours["summary"], ours
+    assert foreign["fits"] is False and "SDXL" in foreign["summary"], foreign
