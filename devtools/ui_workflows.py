@@ -30,6 +30,8 @@ OFFICIAL_MODELS = {
         "canny", "inpainting", "super_resolution")},
     # The CLIP-G text encoder is published as text_encoder/model.safetensors; ComfyUI's guides rename it.
     "stable_cascade_clip_g.safetensors": ("text_encoders", f"{HF}text_encoder/model.safetensors"),
+    # Image variation: OpenAI's CLIP ViT-L/14 (the image encoder Stable Cascade was trained with).
+    "clip_vit_large_patch14.safetensors": ("clip_vision", "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors"),
     "stable_cascade_stage_c.safetensors": ("checkpoints", f"{HF}comfyui_checkpoints/stable_cascade_stage_c.safetensors"),
     "stable_cascade_stage_b.safetensors": ("checkpoints", f"{HF}comfyui_checkpoints/stable_cascade_stage_b.safetensors"),
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
-from devtools import standin_clip_g, standin_models  # noqa: E402
+from devtools import standin_clip_g, standin_clip_vision, standin_models  # noqa: E402
 from devtools.editor_browser import open_editor, prepare_settings  # noqa: E402
 from devtools.host_server import HostServer  # noqa: E402
 from devtools.ui_workflows import build_all  # noqa: E402
@@ -47,6 +47,11 @@ def main(names):
             server.add_model(path.parent.name, path)
         server.add_model("loras", write_standin_lora(written["stage_c"], Path(scratch) / "stage_c_lora.safetensors"))
         server.add_model("text_encoders", standin_clip_g.standin_clip_g_path(), name="stable_cascade_clip_g.safetensors")
+        server.add_model("clip_vision", standin_clip_vision.standin_clip_vision_path(), name="clip_vit_large_patch14.safetensors")
+        # The picture the image templates load (a plain gradient: the thumbnail shows where it goes).
+        from PIL import Image
+
+        Image.linear_gradient("L").resize((512, 384)).convert("RGB").save(server.input_dir / "example.png")
         server.start()
         try:
             prepare_settings(server)

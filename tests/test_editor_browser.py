@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import REPO_ROOT
 
-from devtools import standin_models, ui_workflows
+from devtools import standin_clip_vision, standin_models, ui_workflows
 from devtools.editor_browser import launch_browser, open_editor, prepare_settings
 
 EXAMPLES = REPO_ROOT / "example_workflows"
@@ -48,6 +48,7 @@ def standin_paths(tmp_path_factory):
 def standins(host_server, clip_g_standin_path, standin_paths):
     """{role: file name} of the stand-ins placed in the server's model folders."""
     host_server.add_model("text_encoders", clip_g_standin_path, name=CLIP_G_NAME)
+    host_server.add_model("clip_vision", standin_clip_vision.standin_clip_vision_path(), name="clip_vit_large_patch14.safetensors")
     return {role: host_server.add_model(path.parent.name, path) for role, path in standin_paths.items()}
 
 
