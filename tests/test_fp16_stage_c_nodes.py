@@ -6,10 +6,9 @@ fp16 is fast and bf16 is not. The fp16 arithmetic itself really runs, on the CPU
 """
 import pytest
 import torch
-from conftest import _load_script
 from safetensors.torch import save_file
 
-STANDIN = _load_script("standin_models")
+from devtools import standin_models as STANDIN
 LATENT = {"samples": torch.zeros(1, 16, 6, 6)}
 # |fp16 - fp32| / max |fp32| of the sampled latents; measured 2.4e-3 (plain) and 2.3e-3 (with the LoRA).
 TOLERANCE = 1e-2
