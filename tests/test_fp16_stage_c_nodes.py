@@ -158,3 +158,26 @@ def test_where_bf16_or_only_the_cpu_is_there_fp16_is_not_listed(env, cache, monk
     model = load(env, "overflowing")
     assert model.model.get_dtype() == torch.bfloat16
     assert torch.float16 not in model.model.model_config.supported_inference_dtypes
+
+
+def test_the_hosts_ksampler_runs_our_fp16_stage_c_too(env, cache, gpu_without_bf16):
+    """The host's own sampling path (apply_model casts to fp16, passes its control/transformer_options)."""
+    import comfy.sample
+
+    def ksample(model):
+        noise = torch.randn(1, 16, 6, 6, generator=torch.Generator().manual_seed(3))
+        return comfy.sample.sample(model, noise, 4, 4.0, "euler", "simple", text(1), text(2), LATENT["samples"],
+                                   disable_pbar=True, seed=3)
+
+    reference = ksample(load(env, "overflowing", "fp32"))
+    model = load(env, "overflowing")
+    assert model.model.get_dtype() == torch.float16
+    result = ksample(model)
+    assert torch.isfinite(result).all()
+    assert relative_difference(result, reference) <= TOLERANCE
+    network = model.model.diffusion_model
+    scales, network.fp16_block_scales = network.fp16_block_scales, None
+    try:
+        assert not torch.isfinite(ksample(model)).all(), "plain fp16 must overflow here too"
+    finally:
+        network.fp16_block_scales = scales
