@@ -106,8 +106,7 @@ class RescaledStream(PlainStream):
         features = block.norm(features + (s - 1) * layer_bias(block.depthwise, features))
         if skip is not None:
             features = torch.cat([features, skip], dim=1)
-        *head, last = block.channelwise
-        hidden = nn.Sequential(*head)(_nhwc(features))
+        hidden, last = block.channelwise[:-1](_nhwc(features)), block.channelwise[-1]
         branch = last(hidden * s) + (s - 1) * layer_bias(last, hidden)
         return x + _nchw(branch)
 
