@@ -196,6 +196,9 @@ def calibrate_block_scales(network, inputs, target=TARGET_PEAK):
     (use fp32). Raises Fp16RescaleError when rescaling the stream cannot do it."""
     recorder = PeakRecorder()
     plain = network(**inputs, stream=recorder)
+    if not all(math.isfinite(peak) for peak in recorder.block_peaks + recorder.level_output_peaks):
+        raise Fp16RescaleError("the calibration forward in fp32 is not finite: the weights (as stored for this run) "
+                               "hold inf or NaN, e.g. from converting values beyond fp16's range")
     too_large = [peak for peak in recorder.level_output_peaks if peak > VERIFY_LIMIT]
     if too_large:
         raise Fp16RescaleError(
@@ -206,7 +209,7 @@ def calibrate_block_scales(network, inputs, target=TARGET_PEAK):
 
     rescaled, (peak, where) = _largest_module_output(
         network, lambda: network(**inputs, stream=RescaledStream(block_scales)))
-    if peak > VERIFY_LIMIT:
+    if not peak <= VERIFY_LIMIT:  # also catches NaN
         raise Fp16RescaleError(
             f"with the stream rescaled, the output of {where} still reaches {peak:.4g} (limit used: {VERIFY_LIMIT:.0f}): "
             "rescaling the residual stream cannot bring this model inside fp16; run it in bf16 or fp32"

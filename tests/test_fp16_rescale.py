@@ -201,3 +201,11 @@ def test_factors_for_another_network_are_refused_by_name():
     network.fp16_block_scales = [0.5] * 3
     with pytest.raises(Fp16RescaleError, match="computed for another network"):
         network(**as_dtype(inputs(0), torch.float16))
+
+
+@torch.no_grad()
+def test_calibration_refuses_weights_that_are_not_finite():
+    network = stage_c(7)
+    network.down_blocks[0][0].channelwise[0].weight[0, 0] = float("inf")  # as a bf16 value beyond 65504 becomes when stored in fp16
+    with pytest.raises(Fp16RescaleError, match="not finite"):
+        calibrate_block_scales(network, calibration_inputs(network))
