@@ -181,3 +181,33 @@ def test_the_hosts_ksampler_runs_our_fp16_stage_c_too(env, cache, gpu_without_bf
         assert not torch.isfinite(ksample(model)).all(), "plain fp16 must overflow here too"
     finally:
         network.fp16_block_scales = scales
+
+
+def test_the_packs_lora_loader_composes_with_fp16(env, cache, gpu_without_bf16, tmp_path):
+    """The pack's own LoRA node (nodes/lora.py: host add_patches under the hood) on the fp16 model."""
+    import folder_paths
+
+    from stable_cascade_pack.nodes import lora as lora_nodes
+
+    fp32 = load(env, "overflowing", "fp32")
+    generator = torch.Generator().manual_seed(12)
+    tensors = {}
+    for key, weight in fp32.model.diffusion_model.state_dict().items():
+        if key.endswith(".weight") and weight.dim() == 2 and key.startswith(("up_blocks.1.", "down_blocks.0.")):
+            name = "lora_prior_unet_" + key.removesuffix(".weight").replace(".", "_")
+            tensors[f"{name}.lora_up.weight"] = torch.randn(weight.shape[0], 2, generator=generator) * 0.2
+            tensors[f"{name}.lora_down.weight"] = torch.randn(2, weight.shape[1], generator=generator) * 0.2
+            tensors[f"{name}.alpha"] = torch.tensor(2.0)
+    save_file(tensors, str(tmp_path / "fp16_style.safetensors"))
+    folder_paths.add_model_folder_path("loras", str(tmp_path), is_default=True)
+
+    def with_lora(model):
+        return lora_nodes.StageCLoraLoader.execute(model, "fp16_style.safetensors", 1.0, None, 1.0, "").args[0]
+
+    fp16 = load(env, "overflowing")
+    assert fp16.model.get_dtype() == torch.float16
+    reference = sample(env, with_lora(fp32))
+    assert relative_difference(reference, sample(env, fp32)) > 1e-2, "the LoRA changed nothing"
+    result = sample(env, with_lora(fp16))
+    assert torch.isfinite(result).all()
+    assert relative_difference(result, reference) <= TOLERANCE
