@@ -158,11 +158,15 @@ class StageCSampler(GDFSampler):
     @classmethod
     def execute(cls, model, positive, negative, stage_c, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
         _check_model(model, "c")
+        channels = stage_c["samples"].shape[1]
+        if channels != 16:
+            raise ValueError(f"'stage_c' has {channels} channels; a Stage C latent has 16 (is this a Stage B latent?)")
         batch = stage_c["samples"].shape[0]
         width = _text_width(model)
         conditions = stage_c_inputs(positive, batch, width, "positive")
         unconditional = stage_c_inputs(negative, batch, width, "negative")
-        unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
+        # The original's unconditional image embedding: zeros, shaped like the conditional one.
+        unconditional["clip_img"] = torch.zeros_like(conditions["clip_img"])
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
                          node_name="Stage C Sampler (GDF)")
