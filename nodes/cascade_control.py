@@ -127,7 +127,7 @@ def as_cascade_control(control_net, input_name="control_net"):
         return control_net._scpack_control
     raise ValueError(
         f"'{input_name}' is a {type(control_net).__name__}, not a Stable Cascade ControlNet: load a Stable Cascade "
-        "ControlNet (canny, inpainting, super_resolution) with 'Load Stable Cascade ControlNet'")
+        "ControlNet (canny, inpainting, super_resolution) with 'Load ControlNet (Stable Cascade)'")
 
 
 def _from_host_adapter(adapter):

@@ -52,13 +52,13 @@ class ControlNetLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_ControlNetLoader",
-            display_name="Load Stable Cascade ControlNet",
+            display_name="Load ControlNet (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Loads a Stable Cascade ControlNet from models/controlnet and tells its use from the file: canny, "
                 "inpainting/outpainting, super-resolution or face identity. Refuses other ControlNets (SD1.5/SDXL) with a "
                 "message saying what the file is. The released ones fit the 3.6B Stage C only. Outputs the host's "
-                "CONTROL_NET: apply it with 'Apply Stable Cascade ControlNet' (or the host's Apply ControlNet)."
+                "CONTROL_NET: apply it with 'Apply ControlNet (Stable Cascade)' (or the host's Apply ControlNet)."
             ),
             inputs=[io.Combo.Input("control_net_name", options=filenames(*FOLDERS),
                                    tooltip="canny.safetensors, inpainting.safetensors or super_resolution.safetensors "
@@ -123,7 +123,7 @@ class ControlNetApply(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_ControlNetApply",
-            display_name="Apply Stable Cascade ControlNet",
+            display_name="Apply ControlNet (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Attaches a Stable Cascade ControlNet to the Stage C prompts, making its control input from 'image' as the "
@@ -134,7 +134,7 @@ class ControlNetApply(io.ComfyNode):
             inputs=[
                 io.Conditioning.Input("positive", tooltip="Stage C prompt (CLIPTextEncode with a 'stable_cascade' CLIP)."),
                 io.Conditioning.Input("negative", tooltip="Stage C negative prompt; gets the same control, as in the original."),
-                io.ControlNet.Input("control_net", tooltip="A Stable Cascade ControlNet from 'Load Stable Cascade ControlNet'."),
+                io.ControlNet.Input("control_net", tooltip="A Stable Cascade ControlNet from 'Load ControlNet (Stable Cascade)'."),
                 io.Image.Input("image", tooltip="canny: the picture whose edges to follow. inpainting: the picture to edit "
                                                 "(with 'mask'). super-resolution: the picture to upscale."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01,
@@ -197,7 +197,7 @@ class InpaintComposite(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_InpaintComposite",
-            display_name="Composite Inpainting Result",
+            display_name="Composite Inpainting Result (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Puts the original picture back outside the mask: the generated picture is kept only where the mask is "

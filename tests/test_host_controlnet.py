@@ -115,6 +115,6 @@ def test_bad_inputs_are_clear_errors_and_the_host_keeps_serving(host_server, obj
     wrong_file = small_prompt("controlnet_canny", object_info, models, host_clip_g, pictures)
     wrong_file[CONTROLNET]["inputs"]["control_net_name"] = models["stage_c_as_controlnet"]
     message = failing(host_server, wrong_file, CONTROLNET)
-    assert "stage_c_by_mistake.safetensors is a Stage C" in message and "Load Stage C (prior)" in message
+    assert "stage_c_by_mistake.safetensors is a Stage C" in message and "Load Stage C Prior (Stable Cascade)" in message
 
     assert run_ok(host_server, small_prompt("controlnet_canny", object_info, models, host_clip_g, pictures))[0].size == (256, 256)

@@ -61,7 +61,7 @@ def test_loader_refuses_other_files(nodes):
     from stable_cascade_pack.stages.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match=r"stage_c_by_mistake.safetensors is a Stage C .* needs a Stable Cascade ControlNet file. "
-                                              r"Load it with 'Load Stage C \(prior\)' instead"):
+                                              r"Load it with 'Load Stage C Prior \(Stable Cascade\)' instead"):
         load(nodes, "stage_c_by_mistake.safetensors")
 
 
