@@ -197,7 +197,7 @@ class InpaintComposite(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_InpaintComposite",
-            display_name="Composite Inpainting Result (Stable Cascade)",
+            display_name="Inpaint Composite (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Puts the original picture back outside the mask: the generated picture is kept only where the mask is "

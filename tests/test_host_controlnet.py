@@ -1,5 +1,5 @@
-"""The ControlNet example workflows through the real host, on tiny seeded stand-ins: each bundled UI
-workflow, exported as the editor exports it, runs and gives a picture of the chosen size; the canny
+"""The ControlNet example workflows through the real host, on tiny seeded stand-ins: each bundled
+workflow runs and gives a picture of the chosen size; the canny
 control also runs in the host's own KSampler; bad inputs are clear errors and the server keeps serving."""
 import json
 
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from devtools import standin_controlnets, standin_models
-from devtools import workflow_formats as formats
 from PIL import Image
 
 EXAMPLES = REPO_ROOT / "example_workflows"
@@ -43,8 +42,8 @@ def object_info(host_server):
 
 
 def small_prompt(name, object_info, models, host_clip_g, pictures, width=256, height=256):
-    """The bundled UI workflow exported as the editor does, made small for a CPU."""
-    prompt = formats.ui_to_api(json.loads((EXAMPLES / f"{name}.json").read_text()), object_info)
+    """The bundled workflow's API twin (tests/test_editor_browser.py checks the template exports to it), made small."""
+    prompt = json.loads((EXAMPLES / "api" / f"{name}_api.json").read_text())
     prompt[CLIP]["inputs"]["clip_name"] = host_clip_g
     prompt[LOAD_IMAGE]["inputs"]["image"] = pictures
     prompt[LATENTS]["inputs"].update(width=width, height=height)
