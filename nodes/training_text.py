@@ -5,6 +5,7 @@ tokens is encoded at every use with gradients flowing into the token vectors: ea
 handed to the host's tokenizer as the embedding `embedding:<name>` (the host's own textual-inversion
 path), whose vector is the live, trainable one.
 """
+import contextlib
 import copy
 import re
 
@@ -71,8 +72,9 @@ class CaptionEncoder:
                 with torch.no_grad():
                     self.cache[caption] = self._encode(self.clip.tokenize(caption))
             return self.cache[caption]
-        return self._encode(self._tokenizer_with(token_vectors).tokenize_with_weights(
-            prompt_with_embeddings(caption, self.new_tokens)))
+        tokens = self._tokenizer_with(token_vectors).tokenize_with_weights(prompt_with_embeddings(caption, self.new_tokens))
+        with out_of_place_residuals(self.clip.cond_stage_model):
+            return self._encode(tokens)
 
     def _encode(self, tokens):
         text, pooled = self.clip.encode_from_tokens(tokens, return_pooled=True)
@@ -99,3 +101,26 @@ class CaptionEncoder:
         if inner.embedding_directory is None:
             inner.embedding_directory = []  # the host only looks embeddings up when a directory is set
         return tokenizer
+
+
+@contextlib.contextmanager
+def out_of_place_residuals(text_model):
+    """The host's CLIP layers add their residuals in place (`x += ...`), which autograd refuses once
+    LayerNorm has saved x for the backward pass. Within the block each layer computes the same sums
+    out of place; afterwards the host's own forward is back."""
+    layers = [m for m in text_model.modules()
+              if all(hasattr(m, name) for name in ("layer_norm1", "self_attn", "layer_norm2", "mlp"))]
+
+    def out_of_place(layer):
+        def forward(x, mask=None, optimized_attention=None):
+            x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
+            return x + layer.mlp(layer.layer_norm2(x))
+        return forward
+
+    try:
+        for layer in layers:
+            layer.forward = out_of_place(layer)
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
