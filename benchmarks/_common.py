@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from pack_env import ENV_DIR, HOST_DIR, PACK_NAME, register_pack  # noqa: E402,F401
-from pack_env import import_host as _import_host  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
+from devtools.pack_env import ENV_DIR, HOST_DIR, PACK_NAME, register_pack  # noqa: E402,F401
+from devtools.pack_env import import_host as _import_host  # noqa: E402
 
 BENCH_DIR = Path(os.environ.get("SC_BENCH_DIR", ENV_DIR / "bench"))
 GiB = 1024**3
@@ -60,11 +60,11 @@ def machine_line():
 def original_layout_shapes(variant):
     """{key: shape} of a released file (ORIGINAL layout: packed in_proj q/k/v), from our own
     network built on the meta device: no memory, no file."""
-    from stable_cascade_pack.stages.original_layout import pack_to_original
+    from stable_cascade_pack.stages.checkpoint.layouts import convert_state_dict
     from stable_cascade_pack.stages.variants import build_released
 
     network = build_released(variant, device="meta")
-    original = pack_to_original(network.state_dict())
+    original = convert_state_dict(network.state_dict(), "pack", "original")
     return {key: tuple(original[key].shape) for key in original}
 
 

@@ -11,7 +11,7 @@ bf16 weights of the released shapes, built directly on the device (no file, no h
 management): the base frozen, LoRA on every attention projection, per-block gradient checkpointing,
 bf16 autocast (fp16 + scaler where the GPU lacks bf16). Text embeddings are precomputed (random,
 the CLIP-G shapes) unless --token, which encodes the captions with the host's CLIP-G (the seeded
-stand-in file, scripts/standin_clip_g.py) through the node's own CaptionEncoder, with gradients
+stand-in file, devtools/standin_clip_g.py) through the node's own CaptionEncoder, with gradients
 into one new token. Latents are random 16-channel tensors of resolution/32 (what the EfficientNet
 encoder gives); the encoder itself is not on the GPU while training.
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from pack_env import HOST_DIR, register_pack  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
+from devtools.pack_env import HOST_DIR, register_pack  # noqa: E402
 
 GiB = 1024**3
 TINY = dict(c_hidden=[64, 64], nhead=[2, 2], blocks=[[1, 2], [2, 1]], c_cond=64, c_r=64)
@@ -65,7 +65,7 @@ def text_encoder(args, device):
         return (lambda captions, vectors: {"clip_text": text.expand(len(captions), -1, -1),
                                            "clip_text_pooled": pooled.expand(len(captions), -1, -1)}), None
     import comfy.sd
-    from standin_clip_g import standin_clip_g_path
+    from devtools.standin_clip_g import standin_clip_g_path
     from stable_cascade_pack.lora.token_spec import parse_new_tokens
     from stable_cascade_pack.nodes.autograd_ready import make_autograd_ready
     from stable_cascade_pack.nodes.training_text import CaptionEncoder, initial_vectors

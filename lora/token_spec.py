@@ -10,35 +10,31 @@ A learned token is used in prompts as `embedding:<name>`, name = the token witho
 import re
 from collections import namedtuple
 
+from .tokens import is_new_token, parse_token_lines
+
 NewToken = namedtuple("NewToken", "token name init_pattern")
-_WRAPPED = re.compile(r"^(\[([A-Za-z0-9_\-]+)\]|<([A-Za-z0-9_\-]+)>)$")
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 def parse_new_tokens(text):
-    """[NewToken] from the node's text; raises ValueError naming every bad line."""
+    """[NewToken] from the node's text (lora.tokens' `[token] init-pattern` lines); ValueError names every bad one."""
     tokens, problems = [], []
-    for number, line in enumerate((text or "").splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+    for token, pattern in parse_token_lines(text or ""):
+        name = token[1:-1]
+        if not is_new_token(token) or not _NAME.match(name):
+            problems.append(f"{token!r}: a new token must be a word of letters, digits, _ or - wrapped in "
+                            "[...] or <...>, e.g. [fernando] (training existing vocabulary entries is not offered)")
             continue
-        parts = line.split(None, 1)
-        match = _WRAPPED.match(parts[0])
-        if match is None:
-            problems.append(f"line {number} {parts[0]!r}: a new token must be a word of letters, digits, _ or - wrapped in "
-                            "[...] or <...>, e.g. [fernando]")
-            continue
-        pattern = parts[1].strip() if len(parts) > 1 else None
         if pattern:
             try:
                 re.compile(pattern)
             except re.error as error:
-                problems.append(f"line {number}: init pattern {pattern!r} is not a valid regular expression ({error})")
+                problems.append(f"{token!r}: init pattern {pattern!r} is not a valid regular expression ({error})")
                 continue
-        name = match.group(2) or match.group(3)
         if any(t.name.lower() == name.lower() for t in tokens):
-            problems.append(f"line {number}: token {parts[0]!r} is listed twice (names compare without brackets and case)")
+            problems.append(f"{token!r} is listed twice (names compare without brackets and case)")
             continue
-        tokens.append(NewToken(parts[0], name, pattern or None))
+        tokens.append(NewToken(token, name, pattern or None))
     if problems:
         raise ValueError("new tokens: " + "; ".join(problems))
     return tokens

@@ -9,6 +9,7 @@ from ..samplers.gdf import diffuse, sample
 from .choices import choice_problems
 from .conditioning import stage_b_inputs, stage_c_inputs
 from .host_models import cascade_stage_of
+from .model_patches import network_caller
 from .previews import make_preview_fn
 
 CATEGORY = "stable_cascade/sampling"
@@ -47,8 +48,10 @@ def _check_model(model, stage):
 
 
 @torch.no_grad()
-def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
+def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise,
+            preview_vae=None, node_name="GDF sampler"):
     """Sample with the original GDF on a host MODEL; returns a host LATENT."""
+    call_network = network_caller(model, node_name, shift)
     if denoise <= 0.0:
         return dict(latent)
     host_model = model.model
@@ -61,13 +64,17 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         memory_required=host_model.memory_required(doubled_shape),
         minimum_memory_required=host_model.memory_required(batch_shape),
     )
-    network = host_model.diffusion_model
     device = model.load_device
     compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
 
+    def run_network(x, r, **inputs):
+        # Looked up per call: the host's torch.compile wrapper swaps the compiled network in here.
+        return host_model.diffusion_model(x, r, **inputs)
+
     def epsilon(x, r, **inputs):
         inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
-        return network(x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32), **inputs).float()
+        x, r = x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32)
+        return call_network(run_network, x, r, **inputs).float()
 
     preview = make_preview_fn(model, preview_vae)
     progress = comfy.utils.ProgressBar(steps)
@@ -157,7 +164,8 @@ class StageCSampler(GDFSampler):
         unconditional = stage_c_inputs(negative, batch, width, "negative")
         unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
-                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae)
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
+                         node_name="Stage C Sampler (GDF)")
         return io.NodeOutput(result)
 
 
@@ -192,7 +200,8 @@ class StageBSampler(GDFSampler):
         conditions = stage_b_inputs(positive, prior, batch, "positive")
         unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative")
         result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
-                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise)
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise,
+                         node_name="Stage B Sampler (GDF)")
         return io.NodeOutput(result)
 
 

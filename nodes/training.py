@@ -6,17 +6,17 @@ import numpy as np
 import torch
 
 import comfy.model_management as mm
-import comfy.sd
 import comfy.utils
 from comfy_api.latest import io
 
-from ..lora import files
+from ..lora import files, load_lora_file
 from ..lora.dataset import folder_pairs
 from ..lora.layers import LAYER_CHOICES, LoRASet
 from ..lora.loss_graph import draw_loss_graph
 from ..lora.token_spec import parse_new_tokens
 from ..lora.training import LOSS_WEIGHTINGS, PRECISIONS, NewTokens, Settings, choose_precision, settings_problems, train
 from ..samplers.gdf import sample
+from . import lora_patches
 from .autograd_ready import make_autograd_ready
 from .choices import choice_problems
 from .host_models import cascade_stage_of
@@ -223,7 +223,7 @@ def run_training(model, clip, vae, images, captions, *, node_id=None, **args):
     lora = LoRASet(network, rank=args["rank"], layers=args["layers"])
     start_step = 0
     if args["resume"]:
-        files.load_lora_into(path, lora)
+        files.load_lora_into(load_lora_file(path, lora_patches.stage_c_shapes(model)), lora, os.path.basename(path))
         start_step = files.read_training_info(path)["steps_done"]
         start_vectors = {t.name: files.load_token_embedding(embedding_path(t.name))[0] for t in tokens}
     new_tokens = NewTokens(start_vectors) if tokens else None
@@ -269,7 +269,7 @@ def run_training(model, clip, vae, images, captions, *, node_id=None, **args):
     first = losses[min(losses)] if losses else float("nan")
     logging.info(f"[stable cascade] LoRA saved to {path} after {settings.steps} updates "
                  f"(loss {first:.5f} at the first update of this run, {losses.get(settings.steps, float('nan')):.5f} at the last)")
-    trained_model, _ = comfy.sd.load_lora_for_models(model, None, files.lora_state_dict(lora), 1.0, 0.0)
+    trained_model = lora_patches.patch_model(model, files.as_stage_c_lora(lora), 1.0)
     graph = np.asarray(draw_loss_graph(losses), dtype=np.float32) / 255.0
     name = os.path.relpath(path, os.path.dirname(lora_path("x")))
     return trained_model, name, torch.from_numpy(graph)[None]

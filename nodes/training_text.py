@@ -7,11 +7,11 @@ path), whose vector is the live, trainable one.
 """
 import contextlib
 import copy
-import re
 
 import torch
 
 from ..lora.token_spec import prompt_with_embeddings
+from ..lora.tokens import init_row
 
 TEXT_LENGTH = 77  # CLIP's context; longer captions are cut as the original's tokenizer does
 
@@ -40,14 +40,7 @@ def initial_vectors(clip, new_tokens):
     """{name: [width]}: the mean embedding of the vocabulary entries matching each init pattern (else zeros)."""
     vocab = vocabulary(clip)
     table = token_embedding_table(clip)
-    vectors = {}
-    for token in new_tokens:
-        ids = [i for word, i in vocab.items() if token.init_pattern and re.search(token.init_pattern, word)]
-        if ids:
-            vectors[token.name] = table[torch.tensor(ids, device=table.device)].float().mean(dim=0).cpu()
-        else:
-            vectors[token.name] = torch.zeros(table.shape[1])
-    return vectors
+    return {token.name: init_row(vocab, table, token.init_pattern).detach().float().cpu() for token in new_tokens}
 
 
 class CaptionEncoder:

@@ -28,8 +28,10 @@ WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "train_stage_c_lora_api.jso
 TRAIN, LOSS_GRAPH = "20", "21"
 TEXT_FRAME = 3
 
+sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from run_main_job import ROLES as SAMPLING_ROLES, _load_script  # noqa: E402
+from devtools import host_server, standin_clip_g, standin_models  # noqa: E402
+from run_main_job import ROLES as SAMPLING_ROLES  # noqa: E402
 
 # role -> (models folder, workflow node, input name, released file names in order of preference)
 ROLES = {
@@ -49,10 +51,9 @@ def find_weights(models_dir):
 
 
 def standin_weights():
-    standins = _load_script("standin_models", REPO_ROOT / "scripts" / "standin_models.py")
-    clip_g = _load_script("standin_clip_g", REPO_ROOT / "scripts" / "standin_clip_g.py")
-    models = standins.write_standin_models(clip_g.standins_dir() / "models", roles=("stage_c", "effnet", "previewer"))
-    models["clip_g"] = Path(clip_g.standin_clip_g_path())
+    models = standin_models.write_standin_models(standin_clip_g.standins_dir() / "models",
+                                                 roles=("stage_c", "effnet", "previewer"))
+    models["clip_g"] = Path(standin_clip_g.standin_clip_g_path())
     return models
 
 
@@ -90,7 +91,6 @@ def main(argv=None):
         print(f"[training job] NO REAL WEIGHTS ({'; '.join(missing)}): training tiny seeded random STAND-IN models. "
               "The whole path runs, but the LoRA is meaningless.", flush=True)
         weights = standin_weights()
-    host_server = _load_script("host_server", REPO_ROOT / "tests" / "host_server.py")
     server = host_server.HostServer(args.base_dir)
     dataset = args.dataset or write_dry_run_dataset(args.base_dir / "dry_run_dataset")
 

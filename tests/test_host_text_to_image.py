@@ -1,6 +1,6 @@
 """Text-to-image through the real host: the bundled workflow, queued exactly as users queue it.
 
-The models are tiny seeded stand-ins written in the released layout (scripts/standin_models.py)
+The models are tiny seeded stand-ins written in the released layout (devtools/standin_models.py)
 and a seeded random CLIP-G, so the pictures are noise; what is tested is that every node, loader,
 sampler and decoder works in the host and that sizes, seeds, progress, previews and interrupts
 behave as a user expects.
@@ -11,8 +11,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, _load_script
-from host_server import PromptRejected
+from conftest import REPO_ROOT
+
+from devtools import standin_models
+from devtools.host_server import PromptRejected
 
 WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 STAGE_C_SAMPLER, STAGE_B_SAMPLER, LATENTS, SAVE = "9", "10", "8", "12"
@@ -21,7 +23,7 @@ STAGE_C_SAMPLER, STAGE_B_SAMPLER, LATENTS, SAVE = "9", "10", "8", "12"
 @pytest.fixture(scope="session")
 def standin_names(host_server, tmp_path_factory):
     """The stand-in Stage C/B/A, encoder and Previewer in the server's model folders."""
-    written = _load_script("standin_models").write_standin_models(tmp_path_factory.mktemp("standins"))
+    written = standin_models.write_standin_models(tmp_path_factory.mktemp("standins"))
     names = {}
     for role, path in written.items():
         names[role] = host_server.add_model(path.parent.name, path)

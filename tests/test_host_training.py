@@ -1,7 +1,7 @@
 """The Stage C LoRA trainer in the real host: train, load the LoRA with the host's LoraLoader, use the
 learned token in a prompt, get every bad input's message at queue time, interrupt and resume.
 
-Tiny stand-in models (scripts/standin_models.py) and the seeded random CLIP-G: what is tested is the
+Tiny stand-in models (devtools/standin_models.py) and the seeded random CLIP-G: what is tested is the
 path through the host, not picture quality.
 """
 import copy
@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, _load_script
-from host_server import PromptRejected
+from conftest import REPO_ROOT
+from devtools import standin_models
+from devtools.host_server import PromptRejected
 from PIL import Image
 from safetensors import safe_open
 
@@ -22,7 +23,7 @@ TEXT_FRAME = 3
 
 @pytest.fixture(scope="module")
 def standins(host_server, host_clip_g, tmp_path_factory):
-    written = _load_script("standin_models").write_standin_models(
+    written = standin_models.write_standin_models(
         tmp_path_factory.mktemp("standins"), roles=("stage_c", "effnet", "previewer"))
     names = {role: host_server.add_model(path.parent.name, path) for role, path in written.items()}
     names["clip_g"] = host_clip_g

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from conftest import seeded_random
-from stable_cascade_pack.lora import files
+from stable_cascade_pack.lora import files, load_lora_file
 from stable_cascade_pack.lora.layers import LoRASet, target_layers
 from stable_cascade_pack.lora.training import (NewTokens, Settings, TrainingStopped, forward_pass, frozen,
                                                settings_problems, step_generator, train)
@@ -200,17 +200,26 @@ def test_saved_lora_has_host_keys_and_resumes(tmp_path):
         train(network, lora, latents, captions, encoder, settings)
     path = tmp_path / "trained.safetensors"
     files.save_lora(path, lora, {"steps_done": 3, "rank": 4, "layers": "attention"})
-    state = files.lora_state_dict(lora)
+    from safetensors.torch import load_file
+    state = load_file(path)
     assert len(state) == 3 * 16 and all(k.startswith("lora_prior_unet_") for k in state)
     assert "lora_prior_unet_down_blocks_0_2_attention_attn_to_q.lora_down.weight" in state
     assert files.read_training_info(path)["steps_done"] == 3
 
+    # The pack's LoRA reader takes the file as a ComfyUI-format LoRA with the same deltas.
+    shapes = {key: tuple(value.shape) for key, value in network.state_dict().items()}
+    read = load_lora_file(path, shapes)
+    assert read.format == "comfyui" and len(read.unet) == 16
+    name, adapter = next(iter(lora.items()))
+    expected = (adapter.up @ adapter.down * adapter.scale).detach()
+    torch.testing.assert_close(read.unet[f"{name}.weight"].delta(expected.shape), expected)
+
     resumed = LoRASet(network, rank=4)
-    files.load_lora_into(path, resumed)
+    files.load_lora_into(read, resumed)
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), lora.state_dict().values()))
     settings.steps = 5
     with frozen(encoder):
         losses = train(network, resumed, latents, captions, encoder, settings, start_step=3)
     assert list(losses) == [4, 5]
     with pytest.raises(ValueError, match="rank 4"):
-        files.load_lora_into(path, LoRASet(network, rank=2))
+        files.load_lora_into(read, LoRASet(network, rank=2))

@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack_env import register_pack  # noqa: E402
+from .pack_env import register_pack
 
 # Widths are multiples of 64 with one head per 64 channels, like every released model; the text and
 # image widths are the real ones, so the host's CLIP-G output fits.
@@ -48,9 +47,10 @@ BF16_ROLES = {"stage_c", "stage_b"}
 
 def _pack():
     register_pack()
-    from stable_cascade_pack.stages import original_layout, variants
+    from stable_cascade_pack.stages import variants
+    from stable_cascade_pack.stages.checkpoint import layouts
 
-    return variants, original_layout
+    return variants, layouts
 
 
 def tiny_network(role, seed=0):
@@ -76,10 +76,10 @@ def tiny_network(role, seed=0):
 
 
 def released_layout_state_dict(role, network):
-    _, original_layout = _pack()
+    _, layouts = _pack()
     state_dict = network.state_dict()
     if role in ("stage_c", "stage_b"):
-        state_dict = dict(original_layout.pack_to_original(state_dict))
+        state_dict = dict(layouts.convert_state_dict(state_dict, "pack", "original"))
     dtype = torch.bfloat16 if role in BF16_ROLES else None
     return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
 
