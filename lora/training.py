@@ -8,7 +8,6 @@ forward runs under bf16 autocast, or fp16 autocast with a gradient scaler where 
 Pure PyTorch: the host glue hands in the network, the latents and a text encoder.
 """
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -187,7 +186,9 @@ def train(network, lora, latents, captions, encode_text, settings, tokens=None, 
 
     latents: [N, 16, h, w] clean Stage C latents (any device); captions: N strings.
     encode_text(captions, token_vectors) -> {"clip_text", "clip_text_pooled"} for the network
-    (differentiable in token_vectors when tokens are trained); clip_img is zeros as in the original.
+    (differentiable in token_vectors when tokens are trained). clip_img is always zeros: the original
+    gives 10 % of samples their CLIP-L image embedding, which needs an image encoder this trainer does
+    not load.
     on_update(step, loss) runs after every update; an exception it raises (the host's interrupt)
     stops training there, after the last completed update.
     """
@@ -197,8 +198,9 @@ def train(network, lora, latents, captions, encode_text, settings, tokens=None, 
     device = torch.device(device) if device is not None else next(network.parameters()).device
     precision = choose_precision(settings.precision, device)
     lora.to(device)
+    if tokens is not None:
+        tokens.to(device)
     trainable = [*lora.parameters(), *(tokens.parameters() if tokens is not None else [])]
-    tokens = tokens.to(device) if tokens is not None else None
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
     loss_weight = AdaptiveLossWeight() if settings.loss_weighting == "adaptive" else p2_loss_weight

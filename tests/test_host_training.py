@@ -6,7 +6,6 @@ path through the host, not picture quality.
 """
 import copy
 import json
-import time
 
 import numpy as np
 import pytest
@@ -57,13 +56,15 @@ def training_workflow(standins, dataset, **settings):
     return prompt
 
 
-def sampling_workflow(standins, lora_name, strength, text):
+def sampling_workflow(standins, lora_name, strength, text, loader="LoraLoaderModelOnly"):
     """Stage C through the host's LoraLoaderModelOnly; the sampled latent saved by the host's SaveLatent
     (the stand-in Previewer's pictures are nearly flat, the latent shows every change)."""
+    lora_inputs = {"model": ["1", 0], "lora_name": lora_name, "strength_model": strength}
+    if loader == "SCPack_StageCLoraLoader":
+        lora_inputs.update(strength_clip=1.0, tokens="")
     return {
         "1": {"class_type": "SCPack_StageCLoader", "inputs": {"unet_name": standins["stage_c"], "weight_dtype": "default"}},
-        "2": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": lora_name,
-                                                              "strength_model": strength}},
+        "2": {"class_type": loader, "inputs": lora_inputs},
         "5": {"class_type": "CLIPLoader", "inputs": {"clip_name": standins["clip_g"], "type": "stable_cascade",
                                                      "device": "default"}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["5", 0], "text": text}},
@@ -124,6 +125,10 @@ def test_trains_a_lora_the_host_loads_and_a_token_prompts_can_use(host_server, s
     without = picture(host_server, sampling_workflow(standins, "trained_a.safetensors", 0.0, "a red ball"))
     with_lora = picture(host_server, sampling_workflow(standins, "trained_a.safetensors", 1.0, "a red ball"))
     assert np.abs(with_lora - without).mean() > 1e-3, "the LoRA did not change the sampled latent"
+    # The pack's own Load Stage C LoRA reads the file as a ComfyUI LoRA and applies the same change.
+    with_pack_loader = picture(host_server, sampling_workflow(standins, "trained_a.safetensors", 1.0, "a red ball",
+                                                              loader="SCPack_StageCLoraLoader"))
+    np.testing.assert_allclose(with_pack_loader, with_lora, atol=1e-5, rtol=0)
     # The learned token is usable in a prompt: the host finds it and it changes the picture.
     with_token = picture(host_server, sampling_workflow(standins, "trained_a.safetensors", 1.0, "a photo of embedding:sks"))
     plain = picture(host_server, sampling_workflow(standins, "trained_a.safetensors", 1.0, "a photo of"))
