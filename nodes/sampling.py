@@ -72,9 +72,11 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         return host_model.diffusion_model(x, r, **inputs)
 
     def epsilon(x, r, **inputs):
-        inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
+        # The conditions arrive already cast (below) and moved (by the sampler): no per-step copies.
         x, r = x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32)
         return call_network(run_network, x, r, **inputs).float()
+
+    conditions, unconditional = _cast_tensors(conditions, compute_dtype), _cast_tensors(unconditional, compute_dtype)
 
     preview = make_preview_fn(model, preview_vae)
     progress = comfy.utils.ProgressBar(steps)
@@ -110,6 +112,17 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     out["samples"] = host_model.process_latent_out(result).to(mm.intermediate_device())
     out.pop("noise_mask", None)
     return out
+
+
+def _cast_tensors(value, dtype):
+    """Every floating tensor in a condition dict (lists and nested dicts too) in `dtype`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {key: _cast_tensors(item, dtype) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast_tensors(item, dtype) for item in value)
+    return value
 
 
 def _text_width(model):
@@ -158,11 +171,15 @@ class StageCSampler(GDFSampler):
     @classmethod
     def execute(cls, model, positive, negative, stage_c, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
         _check_model(model, "c")
+        channels = stage_c["samples"].shape[1]
+        if channels != 16:
+            raise ValueError(f"'stage_c' has {channels} channels; a Stage C latent has 16 (is this a Stage B latent?)")
         batch = stage_c["samples"].shape[0]
         width = _text_width(model)
         conditions = stage_c_inputs(positive, batch, width, "positive")
         unconditional = stage_c_inputs(negative, batch, width, "negative")
-        unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
+        # The original's unconditional image embedding: zeros, shaped like the conditional one.
+        unconditional["clip_img"] = torch.zeros_like(conditions["clip_img"])
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
                          node_name="Stage C Sampler (GDF)")
