@@ -51,7 +51,7 @@ class StageCEncode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageCEncode",
-            display_name="Stage C Encode (EfficientNet)",
+            display_name="Stage C Encode (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Encodes images into Stage C latents with the EfficientNet encoder, prepared as the original does (antialiased "
@@ -61,7 +61,7 @@ class StageCEncode(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("image", tooltip="The pictures to encode (RGB). Sides are cropped to multiples of 8; at least 256 px."),
-                io.Vae.Input("vae", tooltip="Stage C VAE with the EfficientNet encoder (Load EfficientNet encoder + Previewer, or the "
+                io.Vae.Input("vae", tooltip="Stage C VAE with the EfficientNet encoder (Load Stage C VAE (Stable Cascade), or the "
                                             "host's Load VAE with effnet_encoder.safetensors)."),
                 *compression_inputs(),
             ],
@@ -94,7 +94,7 @@ class StageAEncode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageAEncode",
-            display_name="Stage A Encode",
+            display_name="Stage A Encode (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Encodes images into Stage B latents with Stage A (4x smaller, nearly lossless). Decode it again with Stage A "

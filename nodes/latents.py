@@ -52,7 +52,7 @@ class EmptyLatent(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_EmptyLatent",
-            display_name="Empty Cascade Latents",
+            display_name="Empty Latents (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Empty latents for a picture of this size: the Stage C latent (size / 42.67, rounded up: 24x24 for 1024x1024, "
@@ -95,7 +95,7 @@ class StageADecode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageADecode",
-            display_name="Stage A Decode",
+            display_name="Stage A Decode (Stable Cascade)",
             category=CATEGORY,
             description="Decodes a Stage B latent into pixels with Stage A (4x larger), clamped to the image range.",
             inputs=[

@@ -1,5 +1,6 @@
 """The GDF sampler nodes: Stage C (text -> 16-channel latent) and Stage B (-> Stage A latent)."""
 import torch
+from tqdm.auto import tqdm
 
 import comfy.model_management as mm
 import comfy.utils
@@ -80,10 +81,13 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
 
     preview = make_preview_fn(model, preview_vae)
     progress = comfy.utils.ProgressBar(steps)
+    # The terminal bar the host's own KSampler prints (k-diffusion's trange), for people who watch the log.
+    terminal = tqdm(total=steps, disable=not comfy.utils.PROGRESS_BAR_ENABLED)
 
     def on_step(index, total, x0, x):
         mm.throw_exception_if_processing_interrupted()
         progress.update_absolute(index + 1, total, preview(x0) if preview is not None else None)
+        terminal.update(index + 1 - terminal.n)
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = {"shape": tuple(latent["samples"].shape)}
@@ -92,22 +96,23 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         # The original noises the image with shift 1 but samples from t_start with the model's shift.
         noised, _ = diffuse(clean, denoise, generator, shift=1.0)
         start = {"x_init": noised}
-    result = sample(
-        epsilon,
-        conditions=conditions,
-        unconditional=unconditional,
-        steps=steps,
-        cfg=cfg,
-        cfg_rho=cfg_rho,
-        shift=shift,
-        sampler=sampler,
-        eta=eta if sampler == "ddim" else None,
-        t_start=min(denoise, 1.0),
-        generator=generator,
-        device=device,
-        callback=on_step,
-        **start,
-    )
+    with terminal:
+        result = sample(
+            epsilon,
+            conditions=conditions,
+            unconditional=unconditional,
+            steps=steps,
+            cfg=cfg,
+            cfg_rho=cfg_rho,
+            shift=shift,
+            sampler=sampler,
+            eta=eta if sampler == "ddim" else None,
+            t_start=min(denoise, 1.0),
+            generator=generator,
+            device=device,
+            callback=on_step,
+            **start,
+        )
     out = dict(latent)
     out["samples"] = host_model.process_latent_out(result).to(mm.intermediate_device())
     out.pop("noise_mask", None)
@@ -150,7 +155,7 @@ class StageCSampler(GDFSampler):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageCSampler",
-            display_name="Stage C Sampler (GDF)",
+            display_name="Stage C Prior Sampler (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Samples the Stage C latent with the original GDF sampler (cosine schedule with shift, DDPM, rescaled CFG, "
@@ -182,7 +187,7 @@ class StageCSampler(GDFSampler):
         unconditional["clip_img"] = torch.zeros_like(conditions["clip_img"])
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
-                         node_name="Stage C Sampler (GDF)")
+                         node_name="Stage C Prior Sampler (Stable Cascade)")
         return io.NodeOutput(result)
 
 
@@ -191,7 +196,7 @@ class StageBSampler(GDFSampler):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageBSampler",
-            display_name="Stage B Sampler (GDF)",
+            display_name="Stage B Sampler (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Expands a Stage C latent into a Stage A latent with the original GDF sampler, conditioned on the Stage C latent "
@@ -218,7 +223,7 @@ class StageBSampler(GDFSampler):
         unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative")
         result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise,
-                         node_name="Stage B Sampler (GDF)")
+                         node_name="Stage B Sampler (Stable Cascade)")
         return io.NodeOutput(result)
 
 

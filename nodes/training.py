@@ -66,7 +66,7 @@ class TrainStageCLoRA(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_TrainStageCLoRA",
-            display_name="Train Stage C LoRA",
+            display_name="Train Stage C LoRA (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Trains a LoRA (and optionally new prompt tokens) for Stage C with the original objective: EfficientNet latents, "
