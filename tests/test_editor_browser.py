@@ -12,13 +12,13 @@ import time
 import pytest
 from conftest import REPO_ROOT
 
-from devtools import standin_clip_vision, standin_models, ui_workflows
+from devtools import ui_workflows
 from devtools.editor_browser import launch_browser, open_editor, prepare_settings
+from devtools.template_standins import install_template_standins
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 ARTIFACTS = REPO_ROOT / "artifacts" / "editor"
 TEMPLATE_NAMES = sorted(p.name.removesuffix("_api.json") for p in (EXAMPLES / "api").glob("*_api.json"))
-CLIP_G_NAME = "stable_cascade_clip_g.safetensors"  # the name the templates use
 HELP_PANEL_WIDTH = 306  # the node library sidebar of 1.32.9, where help pages show
 
 
@@ -40,16 +40,21 @@ def api_twin(name):
 
 
 @pytest.fixture(scope="module")
-def standin_paths(tmp_path_factory):
-    return standin_models.write_standin_models(tmp_path_factory.mktemp("editor_standins"))
+def installed_standins(host_server, clip_g_standin_path, tmp_path_factory):
+    """Every file a template names, as stand-ins in the server's model folders: (names, written paths)."""
+    return install_template_standins(host_server, tmp_path_factory.mktemp("editor_standins"))
 
 
 @pytest.fixture(scope="module")
-def standins(host_server, clip_g_standin_path, standin_paths):
+def standins(installed_standins):
     """{role: file name} of the stand-ins placed in the server's model folders."""
-    host_server.add_model("text_encoders", clip_g_standin_path, name=CLIP_G_NAME)
-    host_server.add_model("clip_vision", standin_clip_vision.standin_clip_vision_path(), name="clip_vit_large_patch14.safetensors")
-    return {role: host_server.add_model(path.parent.name, path) for role, path in standin_paths.items()}
+    return installed_standins[0]
+
+
+@pytest.fixture(scope="module")
+def standin_paths(installed_standins):
+    """{role: path} of the stand-in files written for the server."""
+    return installed_standins[1]
 
 
 @pytest.fixture(scope="module")

@@ -211,3 +211,32 @@ def test_the_packs_lora_loader_composes_with_fp16(env, cache, gpu_without_bf16, 
     result = sample(env, with_lora(fp16))
     assert torch.isfinite(result).all()
     assert relative_difference(result, reference) <= TOLERANCE
+
+
+def test_the_packs_controlnet_composes_with_fp16(env, cache, gpu_without_bf16, tmp_path):
+    """The pack's ControlNet nodes on the fp16 model: its residuals join the rescaled stream at the
+    block's scale, so the controlled fp16 result stays as close to fp32's as the plain one."""
+    import folder_paths
+
+    from devtools import standin_controlnets
+    from stable_cascade_pack.nodes import controlnet
+
+    standin_controlnets.write_standin_controlnet(tmp_path / "canny_fp16_test.safetensors", "canny", seed=3)
+    folder_paths.add_model_folder_path("controlnet", str(tmp_path), is_default=True)
+    canny = controlnet.ControlNetLoader.execute("canny_fp16_test.safetensors").args[0]
+    hint = torch.rand(1, 96, 96, 3, generator=torch.Generator().manual_seed(4))
+    positive, negative = controlnet.ControlNetApply.execute(text(1), text(2), canny, hint, 1.0, 0.0, 1.0,
+                                                            mask=None, stage_c_vae=None).args[:2]
+
+    def sample_controlled(model):
+        args = dict(seed=5, steps=4, cfg=4.0, shift=2.0, cfg_rho=0.7, sampler="ddpm", eta=0.0, denoise=1.0)
+        return env["sampling"].StageCSampler.execute(model, positive, negative, LATENT, **args).args[0]["samples"]
+
+    fp32 = load(env, "overflowing", "fp32")
+    reference = sample_controlled(fp32)
+    assert relative_difference(reference, sample(env, fp32)) > 1e-4, "the ControlNet changed nothing"
+    fp16 = load(env, "overflowing")
+    assert fp16.model.get_dtype() == torch.float16
+    result = sample_controlled(fp16)
+    assert torch.isfinite(result).all()
+    assert relative_difference(result, reference) <= TOLERANCE
