@@ -8,7 +8,10 @@ from comfy_api.latest import io
 from ..samplers.gdf import diffuse, sample
 from .choices import choice_problems
 from .conditioning import stage_b_inputs, stage_c_inputs
-from .host_models import cascade_stage_of
+from .input_checks import (STAGE_B_LATENT, STAGE_C_LATENT, NonFiniteResult, check_finite_numbers, check_latent,
+                           check_model, nonfinite_weights)
+from .interrupts import interruptible
+from . import memory_limits
 from .previews import make_preview_fn
 
 CATEGORY = "stable_cascade/sampling"
@@ -39,19 +42,45 @@ def _common_inputs(steps, cfg, shift):
     ]
 
 
-def _check_model(model, stage):
-    found = cascade_stage_of(model)
-    if found != stage:
-        what = f"a Stage {found.upper()} model" if found else "not a Stable Cascade model"
-        raise ValueError(f"the 'model' input is {what}; this sampler needs a Stage {stage.upper()} model")
+STAGE_C_NODE = "Stage C Sampler (GDF)"
+STAGE_B_NODE = "Stage B Sampler (GDF)"
+# Picture pixels per latent pixel, for the sizes a refusal suggests.
+PICTURE_SCALE = {"c": 42.67, "b": 4}
+
+
+def _check_numbers(node, cfg, shift, cfg_rho, eta, denoise):
+    check_finite_numbers(node, cfg=cfg, shift=shift, cfg_rho=cfg_rho, eta=eta, denoise=denoise)
+
+
+def _refuse_sizes_beyond_the_machine(node, model, stage, shape, compute_dtype, guided):
+    needed = memory_limits.sampling_bytes(model.model.diffusion_model, stage, shape, mm.dtype_size(compute_dtype), guided)
+    scale = PICTURE_SCALE[stage]
+    picture = (round(shape[3] * scale), round(shape[2] * scale))
+    budget = memory_limits.budget_bytes(model.load_device)
+    memory_limits.refuse_if_too_large(node, f"Stage {stage.upper()} sampling", needed, budget, picture, shape[0])
+
+
+def _nonfinite_cause(network, compute_dtype):
+    """The likely reason a sampling produced NaN/inf, for the message."""
+    corrupt = nonfinite_weights(network)
+    if corrupt:
+        return (f"the model's weights hold NaN or infinite values (e.g. {', '.join(corrupt)}): the model file is corrupt; "
+                "download it again.")
+    if compute_dtype in (torch.float16,):
+        return "fp16 overflow: load the model with weight_dtype bf16 or fp32."
+    return "a setting far outside the usual range (cfg, shift), or a model file with broken weights."
 
 
 @torch.no_grad()
-def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
+def run_gdf(node, stage, model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise,
+            preview_vae=None):
     """Sample with the original GDF on a host MODEL; returns a host LATENT."""
     if denoise <= 0.0:
         return dict(latent)
     host_model = model.model
+    guided = cfg != 1.0
+    compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
+    _refuse_sizes_beyond_the_machine(node, model, stage, tuple(latent["samples"].shape), compute_dtype, guided)
     # As the host's own samplers do: room for the model plus one step's activations on the
     # CFG-doubled batch, at least room for the plain batch.
     batch_shape = list(latent["samples"].shape)
@@ -63,7 +92,6 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     )
     network = host_model.diffusion_model
     device = model.load_device
-    compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
 
     def epsilon(x, r, **inputs):
         inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
@@ -74,6 +102,9 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
 
     def on_step(index, total, x0, x):
         mm.throw_exception_if_processing_interrupted()
+        if not torch.isfinite(x).all():  # stop at the first broken step instead of sampling NaN to the end
+            raise NonFiniteResult(f"{node}: step {index + 1} of {total} gave NaN or infinite values. "
+                                  f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
         progress.update_absolute(index + 1, total, preview(x0) if preview is not None else None)
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -83,30 +114,36 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         # The original noises the image with shift 1 but samples from t_start with the model's shift.
         noised, _ = diffuse(clean, denoise, generator, shift=1.0)
         start = {"x_init": noised}
-    result = sample(
-        epsilon,
-        conditions=conditions,
-        unconditional=unconditional,
-        steps=steps,
-        cfg=cfg,
-        cfg_rho=cfg_rho,
-        shift=shift,
-        sampler=sampler,
-        eta=eta if sampler == "ddim" else None,
-        t_start=min(denoise, 1.0),
-        generator=generator,
-        device=device,
-        callback=on_step,
-        **start,
-    )
+    with interruptible(network):
+        result = sample(
+            epsilon,
+            conditions=conditions,
+            unconditional=unconditional,
+            steps=steps,
+            cfg=cfg,
+            cfg_rho=cfg_rho,
+            shift=shift,
+            sampler=sampler,
+            eta=eta if sampler == "ddim" else None,
+            t_start=min(denoise, 1.0),
+            generator=generator,
+            device=device,
+            callback=on_step,
+            **start,
+        )
+    if not torch.isfinite(result).all():
+        raise NonFiniteResult(f"{node}: the sampled latent holds NaN or infinite values. "
+                              f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
     out = dict(latent)
     out["samples"] = host_model.process_latent_out(result).to(mm.intermediate_device())
     out.pop("noise_mask", None)
     return out
 
 
-def _text_width(model):
-    return model.model.diffusion_model.clip_txt_mapper.weight.shape[1]
+def _text_widths(model):
+    """(text token width, pooled width) Stage C's mappers take (CLIP-G: 1280, 1280)."""
+    network = model.model.diffusion_model
+    return network.clip_txt_mapper.weight.shape[1], network.clip_txt_pooled_mapper.weight.shape[1]
 
 
 def _model_and_prompt_inputs(stage, positive_tooltip, negative_tooltip):
@@ -150,14 +187,15 @@ class StageCSampler(GDFSampler):
 
     @classmethod
     def execute(cls, model, positive, negative, stage_c, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
-        _check_model(model, "c")
-        batch = stage_c["samples"].shape[0]
-        width = _text_width(model)
-        conditions = stage_c_inputs(positive, batch, width, "positive")
-        unconditional = stage_c_inputs(negative, batch, width, "negative")
+        _check_numbers(STAGE_C_NODE, cfg, shift, cfg_rho, eta, denoise)
+        check_model(STAGE_C_NODE, "model", model, "c")
+        batch = check_latent(STAGE_C_NODE, "stage_c", stage_c, STAGE_C_LATENT).shape[0]
+        text_width, pooled_width = _text_widths(model)
+        conditions = stage_c_inputs(positive, batch, text_width, "positive", pooled_width)
+        unconditional = stage_c_inputs(negative, batch, text_width, "negative", pooled_width)
         unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
-        result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
-                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae)
+        result = run_gdf(STAGE_C_NODE, "c", model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg,
+                         shift=shift, cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae)
         return io.NodeOutput(result)
 
 
@@ -184,15 +222,15 @@ class StageBSampler(GDFSampler):
 
     @classmethod
     def execute(cls, model, positive, negative, stage_c, stage_b, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise):
-        _check_model(model, "b")
-        batch = stage_b["samples"].shape[0]
-        prior = stage_c["samples"]
-        if prior.shape[1] != 16:
-            raise ValueError(f"'stage_c' has {prior.shape[1]} channels; a Stage C latent has 16")
-        conditions = stage_b_inputs(positive, prior, batch, "positive")
-        unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative")
-        result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
-                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise)
+        _check_numbers(STAGE_B_NODE, cfg, shift, cfg_rho, eta, denoise)
+        check_model(STAGE_B_NODE, "model", model, "b")
+        prior = check_latent(STAGE_B_NODE, "stage_c", stage_c, STAGE_C_LATENT)
+        batch = check_latent(STAGE_B_NODE, "stage_b", stage_b, STAGE_B_LATENT).shape[0]
+        pooled_width = model.model.diffusion_model.clip_mapper.weight.shape[1]
+        conditions = stage_b_inputs(positive, prior, batch, "positive", pooled_width)
+        unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative", pooled_width)
+        result = run_gdf(STAGE_B_NODE, "b", model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg,
+                         shift=shift, cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise)
         return io.NodeOutput(result)
 
 
