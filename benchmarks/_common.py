@@ -60,11 +60,11 @@ def machine_line():
 def original_layout_shapes(variant):
     """{key: shape} of a released file (ORIGINAL layout: packed in_proj q/k/v), from our own
     network built on the meta device: no memory, no file."""
-    from stable_cascade_pack.stages.original_layout import pack_to_original
+    from stable_cascade_pack.stages.checkpoint.layouts import convert_state_dict
     from stable_cascade_pack.stages.variants import build_released
 
     network = build_released(variant, device="meta")
-    original = pack_to_original(network.state_dict())
+    original = convert_state_dict(network.state_dict(), "pack", "original")
     return {key: tuple(original[key].shape) for key in original}
 
 

@@ -43,13 +43,13 @@ def build_models(stage):
     """(ours, native): host MODELs with the same seeded weights; ours shares the state dict's tensors."""
     import comfy.sd
     from stable_cascade_pack.nodes import host_models
-    from stable_cascade_pack.stages.original_layout import pack_to_original
+    from stable_cascade_pack.stages.checkpoint.layouts import convert_state_dict
     from stable_cascade_pack.stages.variants import RELEASED_CONFIGS
 
     variant = VARIANTS[stage]
     state_dict = _common.seeded_state_dict(variant, seed=SEED)
     ours = host_models.build_diffusion_model(stage, state_dict, RELEASED_CONFIGS[variant][1])
-    original = dict(pack_to_original(state_dict))  # q/k/v joined: the only copies made here
+    original = dict(convert_state_dict(state_dict, "pack", "original"))  # q/k/v joined: the only copies made here
     native = comfy.sd.load_diffusion_model_state_dict(original)
     del original
     gc.collect()

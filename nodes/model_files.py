@@ -4,7 +4,7 @@ import os
 import comfy.utils
 import folder_paths
 
-from ..stages.checkpoint import CheckpointError, extract, locate, read_safetensors_header
+from ..stages.checkpoint import CheckpointError, load_checkpoint
 
 
 def filenames(*folders):
@@ -42,9 +42,4 @@ def read_state_dict(path):
 
 def load_network(filename, folders, want):
     """(pack-layout state dict, constructor kwargs) of network `want` from a file in these folders."""
-    path = full_path(filename, *folders)
-    name = os.path.basename(path)
-    if path.lower().endswith((".safetensors", ".sft")):
-        # The header alone tells what the file is: refuse a wrong one before reading any weights.
-        locate(read_safetensors_header(path), want, name)
-    return extract(read_state_dict(path), want=want, source_name=name)
+    return load_checkpoint(full_path(filename, *folders), want, read_state_dict)

@@ -8,10 +8,12 @@ from comfy_api.latest import io
 from ..samplers.gdf import diffuse, sample
 from .choices import choice_problems
 from .conditioning import stage_b_inputs, stage_c_inputs
+from . import memory_limits
+from .host_models import cascade_stage_of
 from .input_checks import (STAGE_B_LATENT, STAGE_C_LATENT, NonFiniteResult, check_finite_numbers, check_latent,
                            check_model, nonfinite_weights)
 from .interrupts import interruptible
-from . import memory_limits
+from .model_patches import network_caller
 from .previews import make_preview_fn
 
 CATEGORY = "stable_cascade/sampling"
@@ -72,15 +74,18 @@ def _nonfinite_cause(network, compute_dtype):
 
 
 @torch.no_grad()
-def run_gdf(node, stage, model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise,
-            preview_vae=None):
+def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise,
+            preview_vae=None, node_name="GDF sampler"):
     """Sample with the original GDF on a host MODEL; returns a host LATENT."""
+    call_network = network_caller(model, node_name, shift)
     if denoise <= 0.0:
         return dict(latent)
     host_model = model.model
     guided = cfg != 1.0
     compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
-    _refuse_sizes_beyond_the_machine(node, model, stage, tuple(latent["samples"].shape), compute_dtype, guided)
+    network = host_model.diffusion_model
+    _refuse_sizes_beyond_the_machine(node_name, model, cascade_stage_of(model), tuple(latent["samples"].shape),
+                                     compute_dtype, guided)
     # As the host's own samplers do: room for the model plus one step's activations on the
     # CFG-doubled batch, at least room for the plain batch.
     batch_shape = list(latent["samples"].shape)
@@ -90,20 +95,24 @@ def run_gdf(node, stage, model, latent, conditions, unconditional, *, seed, step
         memory_required=host_model.memory_required(doubled_shape),
         minimum_memory_required=host_model.memory_required(batch_shape),
     )
-    network = host_model.diffusion_model
     device = model.load_device
+
+    def run_network(x, r, **inputs):
+        # Looked up per call: the host's torch.compile wrapper swaps the compiled network in here.
+        return host_model.diffusion_model(x, r, **inputs)
 
     def epsilon(x, r, **inputs):
         inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
-        return network(x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32), **inputs).float()
+        x, r = x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32)
+        return call_network(run_network, x, r, **inputs).float()
 
-    preview = make_preview_fn(model, preview_vae)
+    preview = make_preview_fn(model, preview_vae, node_name)
     progress = comfy.utils.ProgressBar(steps)
 
     def on_step(index, total, x0, x):
         mm.throw_exception_if_processing_interrupted()
         if not torch.isfinite(x).all():  # stop at the first broken step instead of sampling NaN to the end
-            raise NonFiniteResult(f"{node}: step {index + 1} of {total} gave NaN or infinite values. "
+            raise NonFiniteResult(f"{node_name}: step {index + 1} of {total} gave NaN or infinite values. "
                                   f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
         progress.update_absolute(index + 1, total, preview(x0) if preview is not None else None)
 
@@ -132,7 +141,7 @@ def run_gdf(node, stage, model, latent, conditions, unconditional, *, seed, step
             **start,
         )
     if not torch.isfinite(result).all():
-        raise NonFiniteResult(f"{node}: the sampled latent holds NaN or infinite values. "
+        raise NonFiniteResult(f"{node_name}: the sampled latent holds NaN or infinite values. "
                               f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
     out = dict(latent)
     out["samples"] = host_model.process_latent_out(result).to(mm.intermediate_device())
@@ -194,8 +203,9 @@ class StageCSampler(GDFSampler):
         conditions = stage_c_inputs(positive, batch, text_width, "positive", pooled_width)
         unconditional = stage_c_inputs(negative, batch, text_width, "negative", pooled_width)
         unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
-        result = run_gdf(STAGE_C_NODE, "c", model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg,
-                         shift=shift, cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae)
+        result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
+                         node_name=STAGE_C_NODE)
         return io.NodeOutput(result)
 
 
@@ -229,8 +239,8 @@ class StageBSampler(GDFSampler):
         pooled_width = model.model.diffusion_model.clip_mapper.weight.shape[1]
         conditions = stage_b_inputs(positive, prior, batch, "positive", pooled_width)
         unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative", pooled_width)
-        result = run_gdf(STAGE_B_NODE, "b", model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg,
-                         shift=shift, cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise)
+        result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, node_name=STAGE_B_NODE)
         return io.NodeOutput(result)
 
 

@@ -57,26 +57,14 @@ def diffuse(x_clean, t, generator=None, shift=1.0):
     return x_clean * a.view(per_sample) + eps * b.view(per_sample), eps
 
 
-def sample(model, shape=None, x_init=None, conditions=None, unconditional=None, steps=20, cfg=4.0,
-           cfg_rho=0.7, shift=2.0, sampler="ddpm", eta=None, t_start=1.0, generator=None,
-           device=None, dtype=torch.float32, callback=None):
-    """Sample a latent with GDF; returns the FINAL x0 ESTIMATE (float32, on `device`).
+def sample(model, steps, callback=None, **arguments):
+    """Sample a latent with GDF; returns the FINAL x0 ESTIMATE (float32, on the sampling device).
 
-    model(x, r, **conditions) -> epsilon, with x [N, C, H, W] and r [N]. Guidance runs when
-    `unconditional` is given and cfg is neither None nor 1.0: one model call per step on the doubled
-    batch x = cat([x, x]), r repeated, each condition cat([cond, uncond]). cfg == 1.0 skips the
-    doubled batch (half the compute); the original would still double it, and its result differs
-    from the plain batch only by the rescale's rounding (a few float32 ulps).
-
-    The start latent is the first draw of `generator` (shape `shape`), or `x_init` used as-is (not
-    re-noised; see `diffuse`). Each step then draws one noise tensor, for every sampler.
-    callback(step_index, steps, x0, x) runs after every step; an exception it raises stops sampling.
+    `steps` and `arguments` are those of `sample_steps`. callback(step_index, steps, x0, x) runs
+    after every step; an exception it raises stops sampling.
     """
     x0 = None
-    for step in sample_steps(model, shape=shape, x_init=x_init, conditions=conditions,
-                             unconditional=unconditional, steps=steps, cfg=cfg, cfg_rho=cfg_rho,
-                             shift=shift, sampler=sampler, eta=eta, t_start=t_start,
-                             generator=generator, device=device, dtype=dtype):
+    for step in sample_steps(model, steps=steps, **arguments):
         x0 = step.x0
         if callback is not None:
             callback(step.index, steps, step.x0, step.x)
@@ -87,8 +75,19 @@ def sample(model, shape=None, x_init=None, conditions=None, unconditional=None, 
 
 def sample_steps(model, shape=None, x_init=None, conditions=None, unconditional=None, steps=20,
                  cfg=4.0, cfg_rho=0.7, shift=2.0, sampler="ddpm", eta=None, t_start=1.0,
-                 generator=None, device=None, dtype=torch.float32):
-    """Same arguments as `sample`; checks them now and returns an iterator of `Step`s, one per step."""
+                 generator=None, device=None):
+    """Checks the arguments now and returns an iterator of `Step`s, one per sampling step.
+
+    model(x, r, **conditions) -> epsilon, with x [N, C, H, W] and r [N] in float32 on `device`
+    (casting to the network's own dtype is the caller's: the node's wrapper does it). Guidance runs
+    when `unconditional` is given and cfg is neither None nor 1.0: one model call per step on the
+    doubled batch x = cat([x, x]), r repeated, each condition cat([cond, uncond]). cfg == 1.0 skips
+    the doubled batch (half the compute); the original would still double it, and its result differs
+    from the plain batch only by the rescale's rounding (a few float32 ulps).
+
+    The start latent is the first draw of `generator` (shape `shape`), or `x_init` used as-is (not
+    re-noised; see `diffuse`). Each step then draws one noise tensor, for every sampler.
+    """
     step_rule = _step_rule(sampler, eta)
     _check_arguments(shape, x_init, steps, t_start, shift, cfg_rho)
     if device is None:
@@ -99,8 +98,7 @@ def sample_steps(model, shape=None, x_init=None, conditions=None, unconditional=
         x = x_init.to(device=device, dtype=torch.float32).clone()
     if cfg == 1.0 or unconditional is None:
         cfg = None
-    predict_eps = _epsilon_predictor(model, conditions or {}, unconditional, cfg, cfg_rho, device,
-                                     dtype)
+    predict_eps = _epsilon_predictor(model, conditions or {}, unconditional, cfg, cfg_rho, device)
     levels = noise_levels(torch.linspace(t_start, 0.0, steps + 1), shift)
     levels = NoiseLevels(*(values.to(device) for values in levels))
     return _sampling_loop(predict_eps, step_rule, x, levels, generator, device)
@@ -118,22 +116,20 @@ def _sampling_loop(predict_eps, step_rule, x, levels, generator, device):
         yield Step(i, levels.t[i], levels.logSNR[i], a, b, r, x0, eps, noise, x)
 
 
-def _epsilon_predictor(model, conditions, unconditional, cfg, cfg_rho, device, dtype):
+def _epsilon_predictor(model, conditions, unconditional, cfg, cfg_rho, device):
     """eps(x, r): one model call per step, guided on the doubled batch when cfg is set."""
     if cfg is None:
-        model_conditions = _to(conditions, device, dtype)
+        model_conditions = _to(conditions, device)
     else:
         _check_same_keys(conditions, unconditional)
-        model_conditions = {key: _to(_cat(conditions[key], unconditional[key]), device, dtype)
+        model_conditions = {key: _to(_cat(conditions[key], unconditional[key]), device)
                             for key in conditions}
 
     def predict_eps(x, r):
         batch = x.shape[0]
         if cfg is None:
-            r_batch = r.repeat(batch).to(dtype)
-            return model(x.to(dtype), r_batch, **model_conditions).to(device, torch.float32)
-        r_batch = r.repeat(2 * batch).to(dtype)
-        eps_both = model(torch.cat([x, x]).to(dtype), r_batch, **model_conditions)
+            return model(x, r.repeat(batch), **model_conditions).to(device, torch.float32)
+        eps_both = model(torch.cat([x, x]), r.repeat(2 * batch), **model_conditions)
         eps_cond, eps_uncond = eps_both.to(device, torch.float32).chunk(2)
         return guidance.guided_epsilon(eps_cond, eps_uncond, cfg, cfg_rho)
 
@@ -149,13 +145,13 @@ def _cat(cond, uncond):
     return cond  # non-tensor settings are shared by both halves
 
 
-def _to(value, device, dtype):
+def _to(value, device):
     if isinstance(value, torch.Tensor):
-        return value.to(device, dtype) if value.is_floating_point() else value.to(device)
+        return value.to(device)
     if isinstance(value, dict):
-        return {key: _to(v, device, dtype) for key, v in value.items()}
+        return {key: _to(v, device) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to(v, device, dtype) for v in value]
+        return [_to(v, device) for v in value]
     return value
 
 

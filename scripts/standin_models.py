@@ -48,9 +48,10 @@ BF16_ROLES = {"stage_c", "stage_b"}
 
 def _pack():
     register_pack()
-    from stable_cascade_pack.stages import original_layout, variants
+    from stable_cascade_pack.stages import variants
+    from stable_cascade_pack.stages.checkpoint import layouts
 
-    return variants, original_layout
+    return variants, layouts
 
 
 def tiny_network(role, seed=0):
@@ -76,10 +77,10 @@ def tiny_network(role, seed=0):
 
 
 def released_layout_state_dict(role, network):
-    _, original_layout = _pack()
+    _, layouts = _pack()
     state_dict = network.state_dict()
     if role in ("stage_c", "stage_b"):
-        state_dict = dict(original_layout.pack_to_original(state_dict))
+        state_dict = dict(layouts.convert_state_dict(state_dict, "pack", "original"))
     dtype = torch.bfloat16 if role in BF16_ROLES else None
     return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
 

@@ -5,6 +5,7 @@ valid package name we can rely on. Tests import it under a fixed name, `stable_c
 exactly the way the host does: by file path.
 """
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,17 @@ def host_modules():
     """The host's own modules (`comfy.*`, `folder_paths`, ...), imported in-process on CPU."""
     import_host()
     return HOST_DIR
+
+
+def pytest_generate_tests(metafunc):
+    """Parameters the golden set lists, whatever the set: `gdf_case_name` (gdf/index.json) and
+    `scalars_shift` (the shifts of gdf/scalars.json)."""
+    if "gdf_case_name" in metafunc.fixturenames:
+        cases = list(json.loads((FIXTURES_DIR / "gdf" / "index.json").read_text()))
+        metafunc.parametrize("gdf_case_name", cases, scope="module")
+    if "scalars_shift" in metafunc.fixturenames:
+        shifts = json.loads((FIXTURES_DIR / "gdf" / "scalars.json").read_text())["shifts"]
+        metafunc.parametrize("scalars_shift", shifts, ids=[f"shift{s:g}" for s in shifts])
 
 
 @pytest.fixture(scope="session")

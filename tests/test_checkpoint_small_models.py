@@ -8,6 +8,7 @@ from conftest import seeded_random
 from safetensors.torch import load_file, save_file
 
 from stable_cascade_pack.stages.checkpoint import extract, identify, load_checkpoint
+from stable_cascade_pack.stages.checkpoint.layouts import convert_state_dict
 
 FORWARD = ["stage_c", "stage_b", "stage_a", "previewer"]
 
@@ -97,21 +98,6 @@ def test_host_layout_passes_through_unchanged(fixtures_dir):
 
 # -- custom structures: levels without attention, repeat mappers, a FeedForward block, patch size 2 --
 
-def _to_original_layout(pack_state_dict):
-    """Join to_q/to_k/to_v into nn.MultiheadAttention's in_proj (what the released files store)."""
-    out = {}
-    for key, tensor in pack_state_dict.items():
-        if ".attention.attn.to_" in key:
-            base, _, rest = key.partition(".attention.attn.to_")
-            projection, param = rest.split(".")
-            if projection == "q":
-                parts = [pack_state_dict[f"{base}.attention.attn.to_{p}.{param}"] for p in "qkv"]
-                out[f"{base}.attention.attn.in_proj_{param}"] = torch.cat(parts)
-        else:
-            out[key] = tensor
-    return out
-
-
 CUSTOM_STAGE_C = dict(c_in=16, c_out=16, c_r=32, patch_size=1, c_cond=64, c_hidden=[64, 128, 128], nhead=[-1, 2, 2],
                       blocks=[[1, 2, 1], [1, 2, 1]], block_repeat=[[1, 2, 1], [2, 1, 1]], level_config=["CT", "CTA", "CTA"],
                       c_clip_text=48, c_clip_text_pooled=40, c_clip_img=32, c_clip_seq=2, kernel_size=5,
@@ -134,7 +120,7 @@ def _inputs(kind, generator):
 @pytest.mark.parametrize("kind,config", [("stage_c", CUSTOM_STAGE_C), ("stage_b", CUSTOM_STAGE_B)])
 def test_custom_structure_round_trip(host_modules, kind, config):
     reference_model = seeded_random(host_model(kind, config), seed=3)
-    original = _to_original_layout(reference_model.state_dict())
+    original = dict(convert_state_dict(reference_model.state_dict(), "host", "original"))  # as released
     pack_state_dict, inferred = extract(original, want=kind, source_name="custom.safetensors")
     assert inferred == config
     assert identify(original).variant == "custom"

@@ -68,16 +68,22 @@ def test_noise_is_drawn_on_cpu_in_float32_whatever_the_model_dtype(dtype):
     cond, uncond = conditions()
     seen = []
 
+    handed = []
+
     def model(x, r, **c):
+        # The sampler hands float32; casting to the network's dtype is the wrapper's (as nodes/sampling.py does).
+        handed.append((x.dtype, r.dtype, c["clip"].dtype))
+        x, r, c = x.to(dtype), r.to(dtype), {k: v.to(dtype) for k, v in c.items()}
         seen.append((x.dtype, r.dtype, c["clip"].dtype))
         return toy_model(x, r, **c)
 
-    def steps_for(dt, m):
+    def steps_for(m):
         return list(sample_steps(m, shape=SHAPE, conditions=cond, unconditional=uncond, steps=4,
-                                 generator=torch.Generator().manual_seed(11), dtype=dt, device="cpu"))
+                                 generator=torch.Generator().manual_seed(11), device="cpu"))
 
-    reference = steps_for(torch.float32, toy_model)
-    other = steps_for(dtype, model)
+    reference = steps_for(toy_model)
+    other = steps_for(model)
+    assert set(handed) == {(torch.float32, torch.float32, torch.float32)}
     assert set(seen) == {(dtype, dtype, dtype)}
     for p, q in zip(reference, other):
         assert torch.equal(p.noise, q.noise)

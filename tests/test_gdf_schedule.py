@@ -1,5 +1,6 @@
 """Schedule, scaler and noise condition against the original's values (fixtures/gdf/scalars)."""
 import json
+import math
 
 import pytest
 import torch
@@ -26,8 +27,8 @@ def test_limits_are_the_shift_1_end_points(fixtures_dir):
     assert LOGSNR_LIMITS == pytest.approx(meta["schedule_limits_logSNR_min_max"], abs=1e-6)
 
 
-@pytest.mark.parametrize("shift", [1, 2])
-def test_every_scalar_key(scalars, shift):
+def test_every_scalar_key(scalars, scalars_shift):
+    shift = scalars_shift
     t = scalars["t"]
     levels = noise_levels(t, shift)
     ours = {
@@ -39,13 +40,24 @@ def test_every_scalar_key(scalars, shift):
         "p2_loss_weight": torch.sigmoid(-levels.logSNR),  # training only: 1 / (1 + e^logSNR)
     }
     for key, value in ours.items():
-        expected = scalars[f"shift{shift}.{key}"]
+        expected = scalars[f"shift{shift:g}.{key}"]
         assert value.dtype == torch.float32 and value.shape == expected.shape, key
         torch.testing.assert_close(value, expected, atol=ATOL[key], rtol=0, msg=key)
 
 
-def test_shift_2_is_clamped_to_the_shift_1_minimum(scalars):
-    assert scalars["shift2.logSNR_unclamped"][-1] < LOGSNR_LIMITS[0] - 1  # -10.60 before the clamp
+def test_shifted_schedule_is_clamped_to_the_shift_1_limits(scalars, scalars_shift):
+    """Shifting moves the curve by -2 log(shift); the clamp stays at the shift-1 end points."""
+    unclamped_at_t1 = scalars[f"shift{scalars_shift:g}.logSNR_unclamped"][-1].item()
+    assert unclamped_at_t1 == pytest.approx(LOGSNR_LIMITS[0] - 2 * math.log(scalars_shift), abs=1e-4)
+    assert logSNR_unclamped(1.0, scalars_shift).item() == pytest.approx(unclamped_at_t1, abs=1e-4)
+    clamped_at_t1 = min(max(unclamped_at_t1, LOGSNR_LIMITS[0]), LOGSNR_LIMITS[1])
+    assert logSNR(1.0, scalars_shift).item() == pytest.approx(clamped_at_t1, abs=1e-5)
+    assert scalars[f"shift{scalars_shift:g}.logSNR"][-1].item() == pytest.approx(clamped_at_t1, abs=1e-5)
+
+
+def test_shift_2_test_vectors():
+    """reference/official.md section 8.9: the first step's r is the clamped one whatever the shift."""
+    assert logSNR_unclamped(1.0, 2.0).item() < LOGSNR_LIMITS[0] - 1  # -10.60 before the clamp
     assert logSNR(1.0, 2.0).item() == pytest.approx(LOGSNR_LIMITS[0], abs=1e-6)
     assert noise_condition(logSNR(1.0, 2.0)).item() == pytest.approx(0.99358, abs=1e-5)
     assert noise_condition(logSNR(0.5, 2.0)).item() == pytest.approx(0.70564, abs=1e-5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stable_cascade_pack.stages.original_layout import original_to_pack
+from stable_cascade_pack.stages.checkpoint.layouts import convert_state_dict
 from stable_cascade_pack.stages.previewer import Previewer
 from stable_cascade_pack.stages.stage_a import StageA
 from stable_cascade_pack.stages.stage_b import StageB
@@ -22,7 +22,8 @@ def load_fixture(fixtures_dir, name):
     forward = fixtures_dir / "forward"
     config = json.loads((forward / f"{name}.json").read_text())
     model = CLASSES[name](**config["constructor_kwargs"])
-    model.load_state_dict(original_to_pack(load_file(forward / f"{name}.state_dict.safetensors")), strict=True)
+    original = load_file(forward / f"{name}.state_dict.safetensors")
+    model.load_state_dict(convert_state_dict(original, "original", "pack"), strict=True)
     return model.eval(), load_file(forward / f"{name}.io.safetensors")
 
 
@@ -75,8 +76,11 @@ def test_r_embedding_test_vector():
 def test_stage_c_with_controlnet_list(stage_c, fixtures_dir):
     model, io = stage_c
     cnet_io = load_file(fixtures_dir / "forward" / "controlnet.io.safetensors")
+    cnet_meta = json.loads((fixtures_dir / "forward" / "controlnet.json").read_text())
     batch = cnet_io["control"].shape[0]
-    cnet = [cnet_io["cnet.0"], None, None, cnet_io["cnet.3"]]
+    # the original's list: one entry per block up to the last projected one, None where none projects
+    projected = cnet_meta["constructor_kwargs"]["proj_blocks"]
+    cnet = [cnet_io[f"cnet.{i}"] if i in projected else None for i in range(max(projected) + 1)]
     inputs = [io[k][:batch] for k in ("x", "r", "clip_text", "clip_text_pooled", "clip_img")]
     out = model(*inputs, cnet=cnet)
     assert_close(out, cnet_io["stage_c_out_with_cnet"])

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from stable_cascade_pack.stages.original_layout import original_to_pack, pack_to_original
+from stable_cascade_pack.stages.checkpoint.layouts import convert_state_dict
 from stable_cascade_pack.stages.variants import RELEASED_CONFIGS, build_released
 
 # our variant name -> entry in reference/official_state_dict_keys.json
@@ -33,7 +33,7 @@ def test_every_released_variant_is_covered():
 def test_released_variant_keys_and_shapes(name, reference_keys):
     expected = reference_keys[REFERENCE_NAMES[name]]
     model = build_released(name, device="meta")
-    ours = {key: list(tensor.shape) for key, tensor in pack_to_original(model.state_dict()).items()}
+    ours = {key: list(tensor.shape) for key, tensor in convert_state_dict(model.state_dict(), "pack", "original").items()}
     assert ours == expected["keys"]
     params = sum(p.numel() for p in model.parameters())
     assert params == expected["n_params"]
@@ -44,4 +44,4 @@ def test_original_file_loads_strictly_after_conversion(name, reference_keys):
     expected = reference_keys[REFERENCE_NAMES[name]]["keys"]
     original = {key: torch.empty(shape, device="meta") for key, shape in expected.items()}
     model = build_released(name, device="meta")
-    model.load_state_dict(original_to_pack(original), strict=True, assign=True)
+    model.load_state_dict(convert_state_dict(original, "original", "pack"), strict=True, assign=True)

@@ -7,6 +7,7 @@ from .header import read_safetensors_header
 from .identify import identify, what_it_is
 
 UNET_KINDS = ("stage_c", "stage_b")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 
 
 def extract(state_dict, want, source_name="checkpoint"):
@@ -50,10 +51,19 @@ def _find(info, want):
     return None
 
 
-def load_checkpoint(path, want):
-    """extract() from a .safetensors file, refusing a wrong file from its header before reading weights."""
-    from safetensors.torch import load_file
+def load_checkpoint(path, want, read_state_dict=None):
+    """extract() from a file; a .safetensors file is refused from its header before any weight is read.
 
+    `read_state_dict(path)` reads the tensors: the loader nodes pass the host's reader (which also
+    takes .ckpt/.pt files, unpickled with weights_only=True only); safetensors' own by default.
+    """
     source_name = os.path.basename(str(path))
-    locate(read_safetensors_header(path), want, source_name)
-    return extract(load_file(str(path)), want, source_name)
+    if str(path).lower().endswith(SAFETENSORS_SUFFIXES):
+        locate(read_safetensors_header(path), want, source_name)
+    if read_state_dict is None:
+        from safetensors.torch import load_file
+
+        state_dict = load_file(str(path))
+    else:
+        state_dict = read_state_dict(str(path))
+    return extract(state_dict, want, source_name)

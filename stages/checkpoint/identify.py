@@ -11,6 +11,7 @@ from . import layouts
 from .configs import infer_config
 from .errors import CheckpointError
 from .header import key_shapes
+from .kinds import file_kind
 
 # Tensors that are not parameters: BatchNorm statistics, LoRA token ids.
 _BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked", "embeddings.indices")
@@ -169,25 +170,14 @@ def _dtype_summary(dtypes):
 
 # -- text -----------------------------------------------------------------------------------------
 
-_KIND_TEXT = {
-    "stage_c": "Stage C",
-    "stage_b": "Stage B",
-    "stage_a": "Stage A VQGAN",
-    "effnet": "EfficientNet encoder",
-    "previewer": "Previewer",
-    "stage_c_coder": "Stage C VAE (EfficientNet encoder + Previewer)",
-    "controlnet": "Stable Cascade ControlNet",
-    "lora": "LoRA",
-    "text_encoder": "text encoder",
-    "clip_vision": "CLIP vision model",
-    "other_vae": "VAE of another model family",
-    "empty": "empty checkpoint (no tensors)",
-    "unknown": "unrecognised checkpoint",
-}
 _LORA_FORMATS = {"original": "original StableCascade training format", "comfyui": "ComfyUI/kohya key format",
                  "other": "unrecognised key format"}
 _LAYOUT_TEXT = {"original": "original layout", "host": "ComfyUI layout", "diffusers": "diffusers layout",
                 "bundled": "ComfyUI bundled checkpoint"}
+
+
+def _description(kind):
+    return file_kind(kind).description or kind
 
 
 def format_parameter_count(count):
@@ -202,7 +192,7 @@ def network_name(info):
     """'Stage B (lite, 0.70B)', 'Stable Cascade ControlNet (canny)', 'SDXL-style UNet (not Stable Cascade)', ..."""
     size = format_parameter_count(info.parameter_count)
     if info.kind in ("stage_c", "stage_b"):
-        return f"{_KIND_TEXT[info.kind]} ({info.variant}, {size})"
+        return f"{_description(info.kind)} ({info.variant}, {size})"
     if info.kind == "bundle":
         held = ", ".join(network_name(part) for _, part in info.parts.values())
         return f"ComfyUI-style checkpoint ({held})"
@@ -210,21 +200,21 @@ def network_name(info):
         held = ", ".join(network_name(part) for _, part in info.parts.values())
         return f"ComfyUI bundled {'Stage C' if info.kind == 'bundled_stage_c' else 'Stage B'} checkpoint ({held})"
     if info.kind == "controlnet":
-        return f"{_KIND_TEXT['controlnet']} ({info.variant}, {size})"
+        return f"{_description('controlnet')} ({info.variant}, {size})"
     if info.kind == "lora":
         return f"LoRA ({_LORA_FORMATS[info.variant]})"
     if info.kind == "unknown_unet":
         return f"{info.variant} ({size}, not Stable Cascade)"
     if info.kind in ("empty", "unknown"):
-        return _KIND_TEXT[info.kind]
-    return f"{_KIND_TEXT.get(info.kind, info.kind)} ({size})"
+        return _description(info.kind)
+    return f"{_description(info.kind)} ({size})"
 
 
 def describe(info):
     """One line for people: 'Stage C lite (1.0B), bf16, original layout'."""
     size = format_parameter_count(info.parameter_count)
     if info.kind in ("stage_c", "stage_b"):
-        head = f"{_KIND_TEXT[info.kind]} {info.variant} ({size})"
+        head = f"{_description(info.kind)} {info.variant} ({size})"
     else:
         head = network_name(info)
     details = [d for d in (info.dtype, _LAYOUT_TEXT.get(info.layout) if not info.parts else None) if d]
