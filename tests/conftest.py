@@ -145,3 +145,31 @@ def pack_node_classes(host_modules):
         return await extension.get_node_list()
 
     return asyncio.run(node_list())
+
+
+# --- The bundled text-to-image workflow on tiny stand-in models (host tests) ---------------------
+TEXT_TO_IMAGE_WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
+
+
+@pytest.fixture(scope="session")
+def standin_names(host_server, tmp_path_factory):
+    """The stand-in Stage C/B/A, encoder and Previewer in the server's model folders."""
+    written = _load_script("standin_models").write_standin_models(tmp_path_factory.mktemp("standins"))
+    names = {}
+    for role, path in written.items():
+        names[role] = host_server.add_model(path.parent.name, path)
+    return names
+
+
+@pytest.fixture
+def workflow(standin_names, host_clip_g):
+    """The bundled API workflow (node ids as in the file: 9 Stage C sampler, 10 Stage B sampler,
+    8 latents), made small enough for a CPU: 256x256, few steps."""
+    import json
+
+    prompt = json.loads(TEXT_TO_IMAGE_WORKFLOW.read_text())
+    prompt["5"]["inputs"]["clip_name"] = host_clip_g
+    prompt["8"]["inputs"].update(width=256, height=256, batch_size=1)
+    prompt["9"]["inputs"]["steps"] = 3
+    prompt["10"]["inputs"]["steps"] = 2
+    return prompt
