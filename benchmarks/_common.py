@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from pack_env import ENV_DIR, HOST_DIR, PACK_NAME, register_pack  # noqa: E402,F401
-from pack_env import import_host as _import_host  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
+from devtools.pack_env import ENV_DIR, HOST_DIR, PACK_NAME, register_pack  # noqa: E402,F401
+from devtools.pack_env import import_host as _import_host  # noqa: E402
 
 BENCH_DIR = Path(os.environ.get("SC_BENCH_DIR", ENV_DIR / "bench"))
 GiB = 1024**3

@@ -32,9 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import BENCH_DIR, GiB, median  # noqa: E402
+import _common  # beside this file: python puts the script's folder on sys.path
+from _common import BENCH_DIR, GiB, median
 
 FILES = {
     "float32": "bench_stage_c_lite_fp32.safetensors",

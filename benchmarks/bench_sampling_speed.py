@@ -23,13 +23,10 @@ which separates network speed from sampler overhead.
 import argparse
 import gc
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import median  # noqa: E402
+import _common  # beside this file: python puts the script's folder on sys.path
+from _common import median
 
 # (variant, image size) per stage; latent sizes follow: Stage C = image / 42.67 (1024 -> 24),
 # Stage B = image / 4.

@@ -30,11 +30,8 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import host_server  # noqa: E402
-import standin_clip_g  # noqa: E402
-import standin_models  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
+from devtools import host_server, standin_clip_g, standin_models  # noqa: E402
 
 WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 SIZES = [(256, 256), (320, 256), (256, 320), (384, 256), (256, 384), (320, 320)]

@@ -16,7 +16,6 @@ seeded random stand-in models and says so: the whole path runs, and the picture 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
+from devtools import host_server, standin_clip_g, standin_models  # noqa: E402
 WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 
 # role -> (models folder, workflow node, input name, released file names in order of preference)
@@ -37,14 +38,6 @@ ROLES = {
     "clip_g": ("text_encoders", "5", "clip_name",
                ["stable_cascade_clip_g.safetensors", "clip_g.safetensors", "model.safetensors"]),
 }
-
-
-def _load_script(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def find_real_weights(models_dir):
@@ -61,10 +54,9 @@ def find_real_weights(models_dir):
 
 def standin_weights():
     """Tiny seeded stand-ins (cached on this machine) for every role."""
-    standins = _load_script("standin_models", REPO_ROOT / "scripts" / "standin_models.py")
-    clip_g = _load_script("standin_clip_g", REPO_ROOT / "scripts" / "standin_clip_g.py")
-    models = standins.write_standin_models(clip_g.standins_dir() / "models", roles=("stage_c", "stage_b", "stage_a", "previewer"))
-    models["clip_g"] = Path(clip_g.standin_clip_g_path())
+    models = standin_models.write_standin_models(standin_clip_g.standins_dir() / "models",
+                                                 roles=("stage_c", "stage_b", "stage_a", "previewer"))
+    models["clip_g"] = Path(standin_clip_g.standin_clip_g_path())
     return models
 
 
@@ -91,7 +83,6 @@ def main(argv=None):
         weights = standin_weights()
 
     workflow = json.loads(WORKFLOW.read_text())
-    host_server = _load_script("host_server", REPO_ROOT / "tests" / "host_server.py")
     server = host_server.HostServer(args.base_dir)
     for role, path in weights.items():
         folder, node, input_name, _ = ROLES[role]

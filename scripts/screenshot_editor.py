@@ -11,14 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent
-REPO_ROOT = SCRIPTS.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-sys.path.insert(0, str(SCRIPTS))
-from host_server import HostServer  # noqa: E402
-
-import standin_clip_g  # noqa: E402
-import standin_models  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
+from devtools import standin_clip_g, standin_models  # noqa: E402
+from devtools.host_server import HostServer  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run"]

@@ -4,22 +4,20 @@ The repository root is the pack (users clone it into custom_nodes/), so its fold
 valid package name we can rely on. Tests import it under a fixed name, `stable_cascade_pack`,
 exactly the way the host does: by file path.
 """
-import importlib.util
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from devtools import standin_clip_g, standin_models
+from devtools.host_server import HostError, HostServer
+from devtools.pack_env import HOST_DIR, PACK_NAME, REPO_ROOT, import_host, register_pack
+
 SHARED_DIR = REPO_ROOT.parent / "shared"
 FIXTURES_DIR = SHARED_DIR / "fixtures"
 REFERENCE_DIR = SHARED_DIR / "reference"
-
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from pack_env import ENV_DIR, HOST_DIR, PACK_NAME, import_host, register_pack  # noqa: E402,F401
 
 register_pack()
 
@@ -66,23 +64,7 @@ def reference_dir():
 
 
 # --- The real host as a server (one per test session) and the stand-in model files ----------------
-# tests/host_server.py is plain Python (no pytest) so that scripts can use it too; with
-# --import-mode=importlib the tests folder is not on sys.path by itself.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from host_server import HostError, HostServer  # noqa: E402
-
 HOST_START_TIMEOUT = float(os.environ.get("SC_HOST_START_TIMEOUT", "600"))
-
-
-def _load_script(name):
-    """A module from scripts/ (not a package), imported by path once."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def pytest_collection_modifyitems(config, items):
@@ -94,7 +76,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def host_server(tmp_path_factory):
-    """The real host running with this pack in custom_nodes/ (a HostServer, see host_server.py).
+    """The real host running with this pack in custom_nodes/ (a HostServer, see devtools/host_server.py).
 
     Started once per session in a fresh base directory with empty model folders; the test fails
     with the log tail if the server cannot start or the pack does not import. Stopped at the end,
@@ -124,7 +106,7 @@ def host_client(host_server):
 @pytest.fixture(scope="session")
 def clip_g_standin_path():
     """Path of the seeded random CLIP-G text encoder (made once per machine, ~1.4 GB)."""
-    return _load_script("standin_clip_g").standin_clip_g_path()
+    return standin_clip_g.standin_clip_g_path()
 
 
 @pytest.fixture(scope="session")
@@ -154,7 +136,7 @@ TEXT_TO_IMAGE_WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_imag
 @pytest.fixture(scope="session")
 def standin_names(host_server, tmp_path_factory):
     """The stand-in Stage C/B/A, encoder and Previewer in the server's model folders."""
-    written = _load_script("standin_models").write_standin_models(tmp_path_factory.mktemp("standins"))
+    written = standin_models.write_standin_models(tmp_path_factory.mktemp("standins"))
     names = {}
     for role, path in written.items():
         names[role] = host_server.add_model(path.parent.name, path)
@@ -165,8 +147,6 @@ def standin_names(host_server, tmp_path_factory):
 def workflow(standin_names, host_clip_g):
     """The bundled API workflow (node ids as in the file: 9 Stage C sampler, 10 Stage B sampler,
     8 latents), made small enough for a CPU: 256x256, few steps."""
-    import json
-
     prompt = json.loads(TEXT_TO_IMAGE_WORKFLOW.read_text())
     prompt["5"]["inputs"]["clip_name"] = host_clip_g
     prompt["8"]["inputs"].update(width=256, height=256, batch_size=1)

@@ -41,7 +41,7 @@ def test_stage_c_in_stage_b_loader(reference):
 def test_original_lora_in_unet_loader(reference, name):
     message = error_for(shapes(reference, name), "stage_c", "lora_fernando_10k.safetensors")
     assert message.startswith("lora_fernando_10k.safetensors is a LoRA (original StableCascade training format)")
-    assert "LoRA loader" in message
+    assert "Load it with 'Load Stage C LoRA'" in message
 
 
 def test_comfyui_style_lora_is_recognised():

@@ -13,9 +13,10 @@ import struct
 
 import pytest
 import torch
-from conftest import _load_script
 
-STANDIN = _load_script("standin_models")
+from devtools import standin_models
+
+STANDIN = standin_models
 WANT = {"stage_c": "stage_c", "stage_b": "stage_b", "stage_a": "stage_a", "effnet": "effnet", "previewer": "previewer"}
 # Keys drawn per file for the key-level mutations (seeded); the EfficientNet stand-in has the real
 # backbone (80 MB), so it gets fewer rewrites.

@@ -2,7 +2,7 @@
 
 `example_workflows/text_to_image.json` (UI format, what users open from the template browser) was
 made from `text_to_image_api.json` (API format, what the host tests queue) with
-scripts/workflow_formats.py. These tests keep the two equal, check the UI graph against the running
+devtools/workflow_formats.py. These tests keep the two equal, check the UI graph against the running
 host's node definitions the way the 1.32.9 editor reads them, check that the host offers it as a
 template, and run it.
 """
@@ -10,12 +10,14 @@ import copy
 import json
 
 import pytest
-from conftest import REPO_ROOT, _load_script
+from conftest import REPO_ROOT
+
+from devtools import standin_models as standins
+from devtools import workflow_formats as formats
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 UI_WORKFLOW = EXAMPLES / "text_to_image.json"
 API_WORKFLOW = EXAMPLES / "api" / "text_to_image_api.json"
-formats = _load_script("workflow_formats")
 
 # Input types the editor draws as widgets (comfyui-frontend-package 1.32.9, `ComfyWidgets`).
 WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "MARKDOWN", "IMAGEUPLOAD", "COLOR",
@@ -204,7 +206,7 @@ def test_every_listed_template_is_a_ui_workflow(host_server):
 
 @pytest.fixture(scope="module")
 def standin_models(host_server, tmp_path_factory):
-    written = _load_script("standin_models").write_standin_models(tmp_path_factory.mktemp("standins"))
+    written = standins.write_standin_models(tmp_path_factory.mktemp("standins"))
     return {role: host_server.add_model(path.parent.name, path) for role, path in written.items()}
 
 

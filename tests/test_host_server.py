@@ -1,5 +1,5 @@
 """The pack in the real host: it loads, its nodes are registered, bad input is refused cleanly."""
-from host_server import PromptRejected
+from devtools.host_server import PromptRejected
 
 
 def test_pack_imports_without_errors(host_server):

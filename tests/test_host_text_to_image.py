@@ -1,6 +1,6 @@
 """Text-to-image through the real host: the bundled workflow, queued exactly as users queue it.
 
-The models are tiny seeded stand-ins written in the released layout (scripts/standin_models.py)
+The models are tiny seeded stand-ins written in the released layout (devtools/standin_models.py)
 and a seeded random CLIP-G, so the pictures are noise; what is tested is that every node, loader,
 sampler and decoder works in the host and that sizes, seeds, progress, previews and interrupts
 behave as a user expects.
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from host_server import PromptRejected
+from devtools.host_server import PromptRejected
 
 STAGE_C_SAMPLER, STAGE_B_SAMPLER, LATENTS, SAVE = "9", "10", "8", "12"
 

@@ -9,7 +9,8 @@ import re
 import time
 
 import pytest
-from host_server import PromptRejected
+
+from devtools.host_server import PromptRejected
 
 STAGE_C_SAMPLER, STAGE_B_SAMPLER, DECODE = "9", "10", "11"
 STAGE_A, STAGE_C_VAE, STAGE_C_MODEL, STAGE_B_MODEL, LATENTS = "3", "4", "1", "2", "8"

@@ -8,9 +8,11 @@ import math
 
 import pytest
 import torch
-from conftest import _load_script, seeded_random
+from conftest import seeded_random
 
-STANDIN = _load_script("standin_models")
+from devtools import standin_models
+
+STANDIN = standin_models
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,8 @@
 by name (anything written for the host's sigma/denoised convention or its CFG), never dropped."""
 import pytest
 import torch
-from conftest import _load_script
 
-STANDIN = _load_script("standin_models")
+from devtools import standin_models as STANDIN
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,8 @@ the same tiny stand-in weights; our sampler must accept it and give the same num
 """
 import pytest
 import torch
-from conftest import _load_script
 
-STANDIN = _load_script("standin_models")
+from devtools import standin_models as STANDIN
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ FILE_KINDS = {record.kind: record for record in (
              (Loader("ControlNetLoader", "Load ControlNet Model", host=True),),
              "(this pack's ControlNet nodes are not written yet)"),
     FileKind("lora", "LoRA", "LoRA", "a Stable Cascade LoRA file", "LoRA loader",
-             (Loader("LoraLoader", "Load LoRA", host=True),), "(this pack's LoRA loader is not written yet)"),
+             (Loader("SCPack_StageCLoraLoader", "Load Stage C LoRA"),)),
     FileKind("text_encoder", "text encoder", "text encoder", "a CLIP-G text encoder file", "text encoder loader",
              (Loader("CLIPLoader", "Load CLIP", host=True),), "with type 'stable_cascade'"),
     FileKind("clip_vision", "CLIP vision model", "CLIP vision model", "a CLIP vision file", "CLIP vision loader",

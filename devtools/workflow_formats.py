@@ -24,7 +24,7 @@ comfyui-frontend-package 1.32.9 (read from its bundled JS):
 Run as a script to (re)generate the bundled UI workflow from its API twin:
 
     curl -s http://127.0.0.1:8188/object_info > object_info.json     # a running host with this pack
-    python scripts/workflow_formats.py --object-info object_info.json \\
+    python -m devtools.workflow_formats --object-info object_info.json \\
         example_workflows/api/text_to_image_api.json example_workflows/text_to_image.json
 """
 from __future__ import annotations

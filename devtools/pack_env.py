@@ -11,6 +11,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_DIR = Path(os.environ.get("SC_ENV_DIR", Path.home() / ".cache" / "stable-cascade-comfyui"))
 HOST_DIR = Path(os.environ.get("SC_HOST_DIR", ENV_DIR / "comfyui"))
+# The environment's python (venv/bin/python; venv/Scripts/python.exe on Windows).
+HOST_PYTHON = Path(os.environ.get("SC_HOST_PYTHON", ENV_DIR / "venv" / (
+    "Scripts/python.exe" if sys.platform == "win32" else "bin/python")))
 PACK_NAME = "stable_cascade_pack"
 
 

@@ -9,11 +9,10 @@ fp32. The values mean nothing: prompts encode to noise, which is all a plumbing 
 
 The file (1.4 GB, fp16) is made once per machine under ~/.cache/stable-cascade-comfyui/standins/
 and reused; making it takes about ten seconds on two cores. Call `standin_clip_g_path()`, or run
-this file to print the path.
+`python -m devtools.standin_clip_g` from the repository root to print the path.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
@@ -22,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack_env import ENV_DIR  # noqa: E402
+from .locks import exclusive_lock
+from .pack_env import ENV_DIR
 
 # Bump when the layout or the values change, so that a stale cached file is not reused.
 FORMAT_VERSION = 1
@@ -93,8 +92,7 @@ def standin_clip_g_path(seed: int = DEFAULT_SEED, directory: Path | None = None)
     path = directory / f"clip_g_standin_v{FORMAT_VERSION}_seed{seed}.safetensors"
     if path.is_file():
         return path
-    with open(directory / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(directory / f".{path.name}.lock"):
         if path.is_file():  # made by another process while this one waited
             return path
         started = time.perf_counter()

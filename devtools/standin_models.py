@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack_env import register_pack  # noqa: E402
+from .pack_env import register_pack
 
 # Widths are multiples of 64 with one head per 64 channels, like every released model; the text and
 # image widths are the real ones, so the host's CLIP-G output fits.

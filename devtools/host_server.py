@@ -1,6 +1,6 @@
 """The real host (ComfyUI 0.3.75) as a subprocess with this pack installed, and a small client for it.
 
-Used by the host tests (one server per test session, see conftest.py) and by scripts/run_main_job.py.
+Used by the host tests (one server per test session, see tests/conftest.py) and by scripts/run_main_job.py.
 Only the standard library, `websocket-client` and Pillow; no pytest, so scripts can use it too.
 
     server = HostServer(base_dir)             # makes base_dir/{custom_nodes/<pack link>,models/...,input,...}
@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
+import shutil
 import signal
 import socket
 import struct
@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from pack_env import ENV_DIR, HOST_DIR  # noqa: E402
-HOST_PYTHON = Path(os.environ.get("SC_HOST_PYTHON", ENV_DIR / "venv" / "bin" / "python"))
+from .pack_env import HOST_DIR, HOST_PYTHON, REPO_ROOT
+
+WINDOWS = os.name == "nt"
 
 # The folder name the pack gets under custom_nodes/: what users get from `git clone <repository>`.
 # It contains dashes, so the pack cannot import itself by this name, just as in a user's install.
@@ -118,6 +117,58 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _signal_group(proc: subprocess.Popen, terminate: bool) -> None:
+    """Terminate (or kill) the server with its process group; Windows has no groups to signal."""
+    try:
+        if WINDOWS and terminate:
+            proc.terminate()
+        elif WINDOWS:
+            proc.kill()
+        else:
+            os.killpg(proc.pid, signal.SIGTERM if terminate else signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _is_link(path: Path) -> bool:
+    """A symlink, or on Windows a directory junction (os.readlink reads both)."""
+    try:
+        os.readlink(path)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _remove_link(path: Path) -> None:
+    try:
+        path.unlink()
+    except (IsADirectoryError, PermissionError):  # a Windows junction is removed as a directory
+        os.rmdir(path)
+
+
+def _link_directory(link: Path, target: Path) -> None:
+    """A symlink to a directory; on Windows without the symlink privilege, a junction instead."""
+    try:
+        link.symlink_to(target, target_is_directory=True)
+    except OSError:
+        if not WINDOWS:
+            raise
+        import _winapi
+
+        _winapi.CreateJunction(str(target), str(link))
+
+
+def _link_file(link: Path, target: Path) -> None:
+    """A symlink to a file; where symlinks are not allowed (Windows), a hard link, else a copy."""
+    try:
+        link.symlink_to(target)
+    except OSError:
+        try:
+            os.link(target, link)
+        except OSError:
+            shutil.copyfile(target, link)
 
 
 def _die_with_parent() -> None:
@@ -274,10 +325,10 @@ class HostServer:
             d.mkdir(parents=True, exist_ok=True)
         for folder in MODEL_FOLDERS:
             self.models_dir(folder)
-        if self.pack_link.is_symlink() and self.pack_link.resolve() != self.pack_dir:
-            self.pack_link.unlink()  # a reused base directory linked to another checkout
-        if not self.pack_link.is_symlink():
-            self.pack_link.symlink_to(self.pack_dir, target_is_directory=True)
+        if _is_link(self.pack_link) and self.pack_link.resolve() != self.pack_dir.resolve():
+            _remove_link(self.pack_link)  # a reused base directory linked to another checkout
+        if not _is_link(self.pack_link):
+            _link_directory(self.pack_link, self.pack_dir)
 
     def models_dir(self, folder: str) -> Path:
         """<base>/models/<folder>/ (made if missing): where the host looks for that folder's files."""
@@ -299,10 +350,9 @@ class HostServer:
         if target.is_symlink() or target.exists():
             target.unlink()
         if copy:
-            import shutil
             shutil.copyfile(source, target)
         else:
-            target.symlink_to(source)
+            _link_file(target, source)
         self._touch_dir(directory, before)
         return target.name
 
@@ -382,10 +432,13 @@ class HostServer:
         env.pop("PYTHONPATH", None)  # the host must see its own modules only, as in a user install
         self._log_file = open(self.log_path, "ab")
         self._log_offset = self.log_path.stat().st_size
+        if WINDOWS:
+            own_group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        else:  # its own process group, so that stop() ends the server's children too
+            own_group = {"start_new_session": True, "preexec_fn": _die_with_parent}
         self._proc = subprocess.Popen(self.command(), cwd=self.host_dir, env=env,
                                       stdin=subprocess.DEVNULL, stdout=self._log_file,
-                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                      preexec_fn=_die_with_parent)
+                                      stderr=subprocess.STDOUT, **own_group)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -408,17 +461,11 @@ class HostServer:
         """Terminate the server (its own process group), then kill it if it does not exit."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            _signal_group(proc, terminate=True)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _signal_group(proc, terminate=False)
                 proc.wait(timeout=timeout)
         if self._log_file is not None:
             self._log_file.close()
