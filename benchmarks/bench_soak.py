@@ -1,6 +1,6 @@
 """Soak: hundreds of prompts from two clients at once; successes, seconds per prompt, memory growth.
 
-Starts the real host with the pack and the tiny stand-in models (scripts/standin_models.py, the
+Starts the real host with the pack and the tiny stand-in models (devtools/standin_models.py, the
 seeded CLIP-G stand-in), then two websocket clients queue the bundled text-to-image workflow at the
 same time, each prompt with its own size and seeds, and a new text every TEXT_RUN prompts, and every
 --bad-every'th prompt wired wrongly on purpose (a Stage C latent into the Stage B latent input):

@@ -1,6 +1,6 @@
 """Malformed safetensors headers: every mutation either loads or raises the pack's CheckpointError.
 
-The tiny stand-ins of every network (scripts/standin_models.py) are rewritten with one thing
+The tiny stand-ins of every network (devtools/standin_models.py) are rewritten with one thing
 changed in their header (a key dropped or renamed, a dtype, shape or offset changed, an entry
 replaced by JSON of the wrong type, the header itself broken) and loaded the way the loader nodes
 load. A mutation that loads must give a network that really takes the weights; one that does not
