@@ -70,7 +70,7 @@ def read_safetensors_header(path):
         problem = _entry_problem(entry)
         if problem:
             raise CheckpointError(f"{name} is corrupt: the header entry of tensor '{key}' {problem}. Download it again.")
-        result[key] = (_HEADER_DTYPES[entry["dtype"]], tuple(entry["shape"]))
+        result[key] = (_HEADER_DTYPES.get(entry["dtype"], entry["dtype"].lower()), tuple(entry["shape"]))
         data_end = max(data_end, entry["data_offsets"][1])
 
     if 8 + header_size + data_end > file_size:
@@ -81,8 +81,9 @@ def read_safetensors_header(path):
     return result
 
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-                "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+# Every dtype the safetensors format defines, with its size in bytes.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+                "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 
 
 def _is_count(value):
