@@ -1,4 +1,4 @@
-"""Letting the host's interrupt land inside a network call, not only between sampling steps.
+"""Letting the host's interrupt land inside a network call, not only between steps or tiles.
 
 One step of a large latent can take minutes; the host's interrupt is only checked where the pack
 asks. While a network runs under `interruptible`, every submodule call first asks the host whether

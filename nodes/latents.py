@@ -9,6 +9,7 @@ import nodes as host_nodes
 from comfy_api.latest import io
 
 from .input_checks import STAGE_B_LATENT, check_finite_result, check_latent, check_vae
+from .interrupts import interruptible
 from . import memory_limits
 from .memory_limits import TooLarge, gib, largest_fitting_picture, refuse_if_too_large
 
@@ -102,7 +103,8 @@ class StageADecode(io.ComfyNode):
         node = "Stage A Decode"
         check_vae(node, "stage_a", stage_a, "stage_a")
         samples = check_latent(node, "stage_b", stage_b, STAGE_B_LATENT)
-        image = decode_within_memory(node, stage_a, samples)
+        with interruptible(stage_a.first_stage_model):  # a large picture is one long call otherwise
+            image = decode_within_memory(node, stage_a, samples)
         check_finite_result(node, image, "the decoded image",
                             "the Stage A file is corrupt (NaN weights) or it ran in a dtype that overflowed; "
                             "load stage_a.safetensors again with 'Load Stage A (VAE)'.")

@@ -225,3 +225,17 @@ def test_an_interrupt_lands_inside_a_network_call(pack):
         hook.remove()
     assert calls == []
     assert not any(module._forward_pre_hooks for module in network.modules() if module is not network.clf)
+
+
+def test_an_interrupt_lands_inside_a_stage_a_decode(pack):
+    import comfy.model_management as mm
+
+    stage_a = pack["models"]["stage_a"]
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            pack["latents"].StageADecode.execute(stage_a, B_LATENT)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert not any(module._forward_pre_hooks for module in stage_a.first_stage_model.modules())
+    assert pack["latents"].StageADecode.execute(stage_a, B_LATENT).args[0].shape == (1, 128, 128, 3)
