@@ -97,7 +97,7 @@ def main(argv=None):
     rng = random.Random(args.seed)
     base = json.loads(WORKFLOW.read_text())
     base["9"]["inputs"]["steps"] = 2
-    base["10"]["inputs"]["steps"] = 2
+    base["10"]["inputs"]["steps"] = 1
     base["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}  # temp files, not output/
 
     with tempfile.TemporaryDirectory(prefix="sc_soak_") as scratch:

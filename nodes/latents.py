@@ -134,10 +134,10 @@ def decode_within_memory(node, vae, samples):
         fit = largest_fitting_picture(width * scale, height * scale, 3 * picture_bytes + tile_bytes, budget)
         raise TooLarge(
             f"{node}: a {width * scale}x{height * scale} picture (batch {batch}) needs about {gib(3 * picture_bytes)} "
-            f"even when decoded in tiles, but only {gib(budget)} is free. The largest that fits is about "
+            f"even when decoded in tiles, but only {gib(budget)} is available. The largest that fits is about "
             f"{fit[0]}x{fit[1]}; set that size in 'Empty Cascade Latents'."
         )
-    logging.warning(f"[stable cascade] {node}: decoding needs about {gib(needed)} at once, {gib(budget)} is free: "
+    logging.warning(f"[stable cascade] {node}: decoding needs about {gib(needed)} at once, {gib(budget)} is available: "
                     "decoding in tiles")
     return vae.decode_tiled(samples, tile_x=DECODE_TILE, tile_y=DECODE_TILE, overlap=16)
 

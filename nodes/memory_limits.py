@@ -12,6 +12,8 @@ squeeze the last pixel out of it.
 """
 import math
 
+import torch
+
 import comfy.model_management as mm
 
 RESIDENT_COPIES_PER_LEVEL = 3  # the level's skip output, the residual and the block's input
@@ -51,8 +53,16 @@ def sampling_bytes(network, stage, latent_shape, dtype_size, guided=True):
 
 
 def budget_bytes(device):
-    """What a computation may use: the device's free memory (on the CPU, the RAM still available)."""
-    return mm.get_free_memory(device) * BUDGET_SHARE
+    """What a computation's activations may use.
+
+    On the CPU: the RAM still available (the weights already live there). On a GPU: the whole card,
+    because the host unloads or offloads other weights to make room; refusing at the momentarily
+    free memory would refuse sizes that fit once Stage C is unloaded for Stage B.
+    """
+    device = device if isinstance(device, torch.device) else torch.device(device)
+    if device.type == "cpu":
+        return mm.get_free_memory(device) * BUDGET_SHARE
+    return mm.get_total_memory(device) * BUDGET_SHARE
 
 
 def largest_fitting_picture(width, height, needed, budget, multiple=8):
@@ -71,6 +81,6 @@ def refuse_if_too_large(node, what, needed, budget, picture_size, batch):
     batch_hint = f", or a batch smaller than {batch}" if batch > 1 else ""
     raise TooLarge(
         f"{node}: {what} at about {width}x{height} (batch {batch}) needs about {gib(needed)} of memory, "
-        f"but only {gib(budget)} is free on this machine. The largest picture that fits is about "
+        f"but only {gib(budget)} is available on this machine. The largest picture that fits is about "
         f"{fit_width}x{fit_height}{batch_hint}; set that size in 'Empty Cascade Latents'."
     )

@@ -114,7 +114,7 @@ def test_a_size_far_beyond_the_memory_is_refused_with_one_that_fits(host_server,
     assert result.error is not None and result.error["node_id"] == STAGE_C_SAMPLER, result.outcome
     message = result.error["exception_message"]
     assert re.search(r"Stage C sampling at about \d+x\d+ \(batch \d+\) needs about [\d.]+ GiB of memory, but only "
-                     r"[\d.]+ GiB is free on this machine. The largest picture that fits is about \d+x\d+", message), message
+                     r"[\d.]+ GiB is available on this machine. The largest picture that fits is about \d+x\d+", message), message
     assert time.monotonic() - started < 120, "the refusal should come before any sampling"
 
 

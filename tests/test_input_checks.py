@@ -239,3 +239,14 @@ def test_an_interrupt_lands_inside_a_stage_a_decode(pack):
         mm.interrupt_current_processing(False)
     assert not any(module._forward_pre_hooks for module in stage_a.first_stage_model.modules())
     assert pack["latents"].StageADecode.execute(stage_a, B_LATENT).args[0].shape == (1, 128, 128, 3)
+
+
+def test_on_a_gpu_the_budget_is_the_whole_card_not_its_free_memory(pack, monkeypatch):
+    """The host unloads Stage C to make room for Stage B: a full card must not refuse a size."""
+    import comfy.model_management as mm
+
+    limits = pack["memory_limits"]
+    monkeypatch.setattr(mm, "get_free_memory", lambda device=None, torch_free_too=False: 1 * 2**30)
+    monkeypatch.setattr(mm, "get_total_memory", lambda device=None, torch_total_too=False: 24 * 2**30)
+    assert limits.budget_bytes(torch.device("cuda", 0)) == pytest.approx(24 * 2**30 * limits.BUDGET_SHARE)
+    assert limits.budget_bytes(torch.device("cpu")) == pytest.approx(1 * 2**30 * limits.BUDGET_SHARE)
