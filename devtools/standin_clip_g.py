@@ -88,22 +88,28 @@ def standin_clip_g_path(seed: int = DEFAULT_SEED, directory: Path | None = None)
     for it; the file appears under its final name only when complete.
     """
     directory = Path(directory) if directory is not None else standins_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"clip_g_standin_v{FORMAT_VERSION}_seed{seed}.safetensors"
+    metadata = {"format": "pt", "standin": "random CLIP-G text encoder", "seed": str(seed),
+                "format_version": str(FORMAT_VERSION)}
+    return cached_standin(directory / f"clip_g_standin_v{FORMAT_VERSION}_seed{seed}.safetensors",
+                          lambda: make_clip_g_state_dict(seed), metadata)
+
+
+def cached_standin(path: Path, make_state_dict, metadata: dict[str, str]) -> Path:
+    """`path`, written from `make_state_dict()` first if it is not there yet (one process makes it
+    under a lock, the others wait; the file appears under its final name only when complete)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         return path
-    with exclusive_lock(directory / f".{path.name}.lock"):
+    with exclusive_lock(path.parent / f".{path.name}.lock"):
         if path.is_file():  # made by another process while this one waited
             return path
         started = time.perf_counter()
-        state_dict = make_clip_g_state_dict(seed)
+        state_dict = make_state_dict()
         partial = path.with_name(path.name + f".partial-{os.getpid()}")
-        metadata = {"format": "pt", "standin": "random CLIP-G text encoder", "seed": str(seed),
-                    "format_version": str(FORMAT_VERSION)}
         save_file(state_dict, str(partial), metadata=metadata)
         os.chmod(partial, 0o644)
         os.replace(partial, path)
-        print(f"[standin_clip_g] wrote {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        print(f"[standins] wrote {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return path
 
 

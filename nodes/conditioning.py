@@ -66,7 +66,8 @@ def stage_c_inputs(conditioning, batch_size, text_width, input_name, pooled_widt
     """clip_text [B,T,1280], clip_text_pooled [B,1,1280], clip_img [B,N,768] for Stage C."""
     tokens, pooled, extras = _single_entry(conditioning, input_name)
     _check_width(input_name, "text embeddings", tokens, text_width, "C")
-    _check_width(input_name, "pooled text embeddings", pooled, pooled_width or text_width, "C")
+    if pooled_width is not None:
+        _check_width(input_name, "pooled text embeddings", pooled, pooled_width, "C")
     return {
         "clip_text": to_batch(tokens, batch_size, f"'{input_name}'").float(),
         "clip_text_pooled": to_batch(pooled.reshape(pooled.shape[0], 1, -1), batch_size, f"'{input_name}'").float(),

@@ -35,8 +35,8 @@ class NonFiniteResult(ValueError):
 
 # Which node makes each kind of value (the end of every message).
 MAKERS = {
-    "stage_c_latent": "the 'stage_c' output of 'Empty Cascade Latents' or of a 'Stage C Sampler (GDF)'",
-    "stage_b_latent": "the 'stage_b' output of 'Empty Cascade Latents' or of a 'Stage B Sampler (GDF)'",
+    "stage_c_latent": "the 'stage_c' output of 'Empty Cascade Latents', 'Stage C Encode (EfficientNet)' or a 'Stage C Sampler (GDF)'",
+    "stage_b_latent": "the 'stage_b' output of 'Empty Cascade Latents', 'Stage A Encode' or a 'Stage B Sampler (GDF)'",
     "stage_a": "'Load Stage A (VAE)' (or the host's 'Load VAE' with stage_a.safetensors)",
     "stage_c_previewer": "'Load EfficientNet encoder + Previewer' with a previewer file",
     "stage_c_encoder": "'Load EfficientNet encoder + Previewer' with an encoder file",

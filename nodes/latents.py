@@ -1,6 +1,5 @@
 """Latent nodes: empty Stage C / Stage B latents for a picture size, Stage A decoding."""
 import logging
-import math
 
 import torch
 
@@ -8,23 +7,36 @@ import comfy.model_management as mm
 import nodes as host_nodes
 from comfy_api.latest import io
 
-from .input_checks import STAGE_B_LATENT, check_finite_result, check_latent, check_vae
-from .interrupts import interruptible
+from ..stages.latent_sizes import COMPRESSION_MODES, ORIGINAL_COMPRESSION, stage_b_size, stage_c_compression, stage_c_size
 from . import memory_limits
+from .choices import choice_problems
+from .input_checks import STAGE_B_LATENT, check_finite_numbers, check_finite_result, check_latent, check_vae
+from .interrupts import interruptible
 from .memory_limits import TooLarge, gib, largest_fitting_picture, refuse_if_too_large
 
 CATEGORY = "stable_cascade/latent"
-STAGE_C_COMPRESSION = 42.67  # the original calculate_latent_sizes: 1024 px -> 24 latent pixels
-STAGE_A_COMPRESSION = 4
 SIZE_STEP = 8  # Stage B unshuffles its latent (image / 4) by 2, so image sides must be multiples of 8
 MIN_SIZE = 256
 
 
-def latent_sizes(width, height):
-    """(Stage C latent [h, w], Stage B latent [h, w]) for an image size, as the original computes them."""
-    stage_c = (math.ceil(height / STAGE_C_COMPRESSION), math.ceil(width / STAGE_C_COMPRESSION))
-    stage_b = (height // STAGE_A_COMPRESSION, width // STAGE_A_COMPRESSION)
-    return stage_c, stage_b
+def compression_inputs():
+    """The compression setting the empty-latent and Stage C encode nodes share (optional: prompts written
+    before it existed keep the original 42.67)."""
+    return [
+        io.Combo.Input("compression", options=list(COMPRESSION_MODES), default="original", optional=True,
+                       tooltip="Stage C latent size: 'original' divides the picture by 42.67 (1024 -> 24, as the release); "
+                               "'auto' keeps about 24x24 latent pixels (what Stage C was trained on) at any size and aspect "
+                               "ratio, e.g. for 2048x2048 or wide pictures; 'number' divides by compression_number."),
+        io.Float.Input("compression_number", default=ORIGINAL_COMPRESSION, min=4.0, max=128.0, step=0.01, round=0.01, optional=True,
+                       tooltip="Picture pixels per Stage C latent pixel, used when compression is 'number' "
+                               "(ComfyUI's own Stable Cascade nodes use 42; the original 42.67)."),
+    ]
+
+
+def latent_sizes(width, height, compression="original", compression_number=ORIGINAL_COMPRESSION):
+    """(Stage C latent [h, w], Stage B latent [h, w]) for a picture size and compression setting."""
+    factor = stage_c_compression(compression, compression_number, width, height)
+    return stage_c_size(width, height, factor), stage_b_size(width, height)
 
 
 def size_problem(name, value):
@@ -49,8 +61,9 @@ class EmptyLatent(io.ComfyNode):
             display_name="Empty Cascade Latents",
             category=CATEGORY,
             description=(
-                "Empty latents for a picture of this size: the Stage C latent (size / 42.67, rounded up: 24x24 for 1024x1024) "
-                "and the Stage B latent (size / 4). Any aspect ratio; sides must be multiples of 8."
+                "Empty latents for a picture of this size: the Stage C latent (size / 42.67, rounded up: 24x24 for 1024x1024, "
+                "or about 24x24 at any size with compression 'auto') and the Stage B latent (size / 4). Any aspect ratio; "
+                "sides must be multiples of 8."
             ),
             inputs=[
                 io.Int.Input("width", default=1024, min=MIN_SIZE, max=host_nodes.MAX_RESOLUTION, step=SIZE_STEP,
@@ -58,22 +71,26 @@ class EmptyLatent(io.ComfyNode):
                 io.Int.Input("height", default=1024, min=MIN_SIZE, max=host_nodes.MAX_RESOLUTION, step=SIZE_STEP,
                              tooltip="Height of the final image in pixels (multiple of 8)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="How many images to make at once."),
+                *compression_inputs(),
             ],
             outputs=[
-                io.Latent.Output(display_name="stage_c", tooltip="Empty Stage C latent [B,16,ceil(H/42.67),ceil(W/42.67)]."),
+                io.Latent.Output(display_name="stage_c", tooltip="Empty Stage C latent [B,16,ceil(H/c),ceil(W/c)], c the compression."),
                 io.Latent.Output(display_name="stage_b", tooltip="Empty Stage B latent [B,4,H/4,W/4]."),
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, width, height):
+    def validate_inputs(cls, width, height, compression="original"):
         # Naming the inputs here switches off the host's own min/max check: size_problem covers it.
         problems = [p for p in (size_problem("width", width), size_problem("height", height)) if p]
+        choice = choice_problems(compression=(compression, COMPRESSION_MODES))
+        problems += [choice] if choice is not True else []
         return "; ".join(problems) if problems else True
 
     @classmethod
-    def execute(cls, width, height, batch_size):
-        (c_h, c_w), (b_h, b_w) = latent_sizes(width, height)
+    def execute(cls, width, height, batch_size, compression="original", compression_number=ORIGINAL_COMPRESSION):
+        check_finite_numbers("Empty Cascade Latents", compression_number=compression_number)
+        (c_h, c_w), (b_h, b_w) = latent_sizes(width, height, compression, compression_number)
         device = mm.intermediate_device()
         needed = batch_size * (16 * c_h * c_w + 4 * b_h * b_w) * 4
         refuse_if_too_large("Empty Cascade Latents", "the empty latents", needed, memory_limits.budget_bytes(device),

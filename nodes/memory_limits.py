@@ -30,7 +30,10 @@ def gib(size_bytes):
 
 
 def trunk_levels(network, stage):
-    """[(channels, downscale of the level relative to the latent)] of a Stage B/C trunk (ours or the host's)."""
+    """[(channels, downscale of the level relative to the latent)] of a Stage B/C trunk (ours or the host's);
+    empty for a network of another shape (nothing to estimate, nothing refused)."""
+    if not hasattr(network, "down_blocks") or not hasattr(network, "embedding"):
+        return []
     patch = getattr(network.embedding[0], "downscale_factor", 1)
     levels = []
     for index, level in enumerate(network.down_blocks):

@@ -152,7 +152,8 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
 def _text_widths(model):
     """(text token width, pooled width) Stage C's mappers take (CLIP-G: 1280, 1280)."""
     network = model.model.diffusion_model
-    return network.clip_txt_mapper.weight.shape[1], network.clip_txt_pooled_mapper.weight.shape[1]
+    pooled_mapper = getattr(network, "clip_txt_pooled_mapper", None)  # stand-in networks in tests may lack it
+    return network.clip_txt_mapper.weight.shape[1], pooled_mapper.weight.shape[1] if pooled_mapper is not None else None
 
 
 def _model_and_prompt_inputs(stage, positive_tooltip, negative_tooltip):
@@ -202,7 +203,8 @@ class StageCSampler(GDFSampler):
         text_width, pooled_width = _text_widths(model)
         conditions = stage_c_inputs(positive, batch, text_width, "positive", pooled_width)
         unconditional = stage_c_inputs(negative, batch, text_width, "negative", pooled_width)
-        unconditional["clip_img"] = torch.zeros_like(unconditional["clip_img"])  # the original's unconditional image embedding
+        # The original's unconditional image embedding: zeros, shaped like the conditional one.
+        unconditional["clip_img"] = torch.zeros_like(conditions["clip_img"])
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
                          node_name=STAGE_C_NODE)

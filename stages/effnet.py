@@ -124,3 +124,11 @@ class EfficientNetEncoder(nn.Module):
         std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         normalised = ((images * 0.5 + 0.5) - mean) / std
         return self.mapper(self.backbone(normalised))
+
+
+def resize_for_encoder(images, size):
+    """RGB [B,3,H,W] resized to `size` (h, w) as the original prepares encoder input: torchvision's
+    antialiased bilinear resize (`resize_image`, `effnet_preprocess` happens in `forward`)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)

@@ -1,7 +1,7 @@
 """The bundled workflows: the UI-format graph the template browser loads, and its API-format twin.
 
-`example_workflows/text_to_image.json` (UI format, what users open from the template browser) was
-made from `text_to_image_api.json` (API format, what the host tests queue) with
+Each `example_workflows/<name>.json` (UI format, what users open from the template browser) was
+made from `api/<name>_api.json` (API format, what the host tests queue) with
 devtools/workflow_formats.py. These tests keep the two equal, check the UI graph against the running
 host's node definitions the way the 1.32.9 editor reads them, check that the host offers it as a
 template, and run it.
@@ -16,8 +16,8 @@ from devtools import standin_models as standins
 from devtools import workflow_formats as formats
 
 EXAMPLES = REPO_ROOT / "example_workflows"
+NAMES = sorted(path.stem for path in EXAMPLES.glob("*.json"))
 UI_WORKFLOW = EXAMPLES / "text_to_image.json"
-API_WORKFLOW = EXAMPLES / "api" / "text_to_image_api.json"
 
 # Input types the editor draws as widgets (comfyui-frontend-package 1.32.9, `ComfyWidgets`).
 WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "MARKDOWN", "IMAGEUPLOAD", "COLOR",
@@ -38,25 +38,39 @@ def object_info(host_server):
     return host_server.object_info()
 
 
+def test_every_ui_workflow_has_an_api_twin_and_back():
+    assert NAMES and sorted(p.name.removesuffix("_api.json") for p in (EXAMPLES / "api").glob("*_api.json")) == NAMES
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def name(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def ui_workflow():
-    return load(UI_WORKFLOW)
+def ui_workflow(name):
+    return load(EXAMPLES / f"{name}.json")
+
+
+@pytest.fixture(scope="module")
+def api_workflow(name):
+    return load(EXAMPLES / "api" / f"{name}_api.json")
 
 
 # --- The two files are the same graph -----------------------------------------------------------
 
-def test_ui_workflow_exports_to_its_api_twin(ui_workflow, object_info):
-    assert without_meta(formats.ui_to_api(ui_workflow, object_info)) == without_meta(load(API_WORKFLOW))
+def test_ui_workflow_exports_to_its_api_twin(ui_workflow, api_workflow, object_info):
+    assert without_meta(formats.ui_to_api(ui_workflow, object_info)) == without_meta(api_workflow)
 
 
-def test_titles_survive_the_round_trip(ui_workflow, object_info):
+def test_titles_survive_the_round_trip(ui_workflow, api_workflow, object_info):
     exported = formats.ui_to_api(ui_workflow, object_info)
     assert {k: v["_meta"]["title"] for k, v in exported.items()} == \
-        {k: v["_meta"]["title"] for k, v in load(API_WORKFLOW).items()}
+        {k: v["_meta"]["title"] for k, v in api_workflow.items()}
 
 
-def test_api_to_ui_to_api_is_the_identity(object_info):
-    api = load(API_WORKFLOW)
+def test_api_to_ui_to_api_is_the_identity(api_workflow, object_info):
+    api = api_workflow
     assert formats.ui_to_api(formats.api_to_ui(api, object_info), object_info) == \
         {k: {"inputs": v["inputs"], "class_type": v["class_type"], "_meta": v["_meta"]} for k, v in api.items()}
 
@@ -99,7 +113,8 @@ def test_node_types_exist_and_every_link_is_typed_consistently(ui_workflow, obje
 def expected_widget_values(node_info):
     """How many entries the editor keeps in widgets_values for a node, and where the seed
     controls go: one per widget input, plus a "control after generate" combo after an INT that
-    asks for one (or, when the spec is silent, one named seed/noise_seed)."""
+    asks for one (or, when the spec is silent, one named seed/noise_seed), plus the upload
+    button's entry after a file combo with image_upload (Load Image)."""
     count, control_positions = 0, []
     for section in ("required", "optional"):
         for name, spec in node_info["input"].get(section, {}).items():
@@ -108,6 +123,7 @@ def expected_widget_values(node_info):
             if kind not in WIDGET_TYPES or options.get("forceInput"):
                 continue
             count += 1
+            count += 1 if kind == "COMBO" and options.get("image_upload") else 0
             control = options.get("control_after_generate")
             if kind == "INT" and (name in ("seed", "noise_seed") if control is None else control):
                 control_positions.append(count)
@@ -187,11 +203,11 @@ def test_wrong_widget_count_is_a_clear_error():
 
 # --- The host's template browser ----------------------------------------------------------------
 
-def test_host_lists_and_serves_the_template(host_server, ui_workflow):
+def test_host_lists_and_serves_the_template(host_server, name, ui_workflow):
     pack = host_server.pack_link.name
     templates = host_server.get_json("/api/workflow_templates")
-    assert "text_to_image" in templates.get(pack, []), templates
-    served = host_server.get_json(f"/api/workflow_templates/{pack}/text_to_image.json")
+    assert name in templates.get(pack, []), templates
+    served = host_server.get_json(f"/api/workflow_templates/{pack}/{name}.json")
     assert served == ui_workflow
 
 
@@ -210,7 +226,8 @@ def standin_models(host_server, tmp_path_factory):
     return {role: host_server.add_model(path.parent.name, path) for role, path in written.items()}
 
 
-def test_ui_workflow_runs_on_the_host(host_server, object_info, ui_workflow, standin_models, host_clip_g):
+def test_ui_workflow_runs_on_the_host(host_server, object_info, standin_models, host_clip_g):
+    ui_workflow = load(UI_WORKFLOW)
     prompt = formats.ui_to_api(ui_workflow, object_info)
     prompt["5"]["inputs"]["clip_name"] = host_clip_g
     prompt["8"]["inputs"].update(width=256, height=256)
