@@ -21,9 +21,15 @@ BENCH_DIR = Path(os.environ.get("SC_BENCH_DIR", ENV_DIR / "bench"))
 GiB = 1024**3
 
 
-def import_host():
-    """The pinned host, importable in this process, CPU only; then the pack (it imports comfy)."""
-    _import_host()
+def import_host(cpu=True):
+    """The pinned host, importable in this process (CPU only unless cpu=False: then the host picks
+    the device, e.g. CUDA); then the pack (it imports comfy)."""
+    if cpu:
+        _import_host()
+    else:
+        if str(HOST_DIR) not in sys.path:
+            sys.path.insert(0, str(HOST_DIR))
+        import comfy.model_management  # noqa: F401
     register_pack()
 
 

@@ -6,6 +6,9 @@ like its own, its KSampler can sample them, and LoRA patches reach them by the u
 Stage A and the EfficientNet encoder / Previewer pair become the host's `VAE`, so the host's
 VAEDecode/VAEEncode and StableCascade_StageC_VAEEncode accept them too.
 """
+import logging
+import os
+
 import torch
 
 import comfy.model_base
@@ -16,10 +19,12 @@ import comfy.supported_models
 import comfy.utils
 
 from ..stages.effnet import EfficientNetEncoder
+from ..stages.fp16_rescale import Fp16RescaleError
 from ..stages.previewer import Previewer
 from ..stages.stage_a import StageA
 from ..stages.stage_b import StageB
 from ..stages.stage_c import StageC
+from . import fp16_scales
 
 
 def _model_classes(host_config_class, host_model_class, network_class):
@@ -59,27 +64,52 @@ WEIGHT_DTYPES = {
 }
 
 
-def build_diffusion_model(stage, network_state_dict, network_config, weight_dtype=None):
+def build_diffusion_model(stage, network_state_dict, network_config, weight_dtype=None, source_path=None):
     """A host `MODEL` (ModelPatcher) holding our Stage C or Stage B network with these weights.
 
     The storage dtype follows the host's policy (`unet_dtype`) unless `weight_dtype` is given; the
-    compute dtype is then chosen by the host among the stage's supported dtypes (Stage C never runs
-    in fp16: its activations overflow there).
+    compute dtype is then chosen by the host among the stage's supported dtypes. The host allows
+    Stage C bf16 and fp32 only (its plain activations overflow in fp16); ours also offers fp16, after
+    bf16 (so on GPUs without bf16), with its stream rescaled by factors calibrated from the file at
+    `source_path` (fp16_scales). Where the calibration finds that fp16 cannot work, Stage C falls
+    back to the host's choice, or, if the user asked for fp16, the load fails saying why.
     """
+    model = _build_model(stage, network_state_dict, network_config, weight_dtype, stage_c_fp16=stage == "c")
+    network = model.diffusion_model
+    if stage == "c" and torch.float16 in model.model_config.supported_inference_dtypes:
+        try:
+            network.fp16_block_scales = fp16_scales.block_scales_for(network, source_path)
+        except Fp16RescaleError as error:
+            name = os.path.basename(source_path) if source_path else "this Stage C"
+            if weight_dtype == torch.float16:
+                raise Fp16RescaleError(f"{name} cannot run in fp16: {error}") from error
+            logging.warning("Stable Cascade pack: %s cannot run in fp16 (%s); using bf16/fp32 instead", name, error)
+            model = _build_model(stage, network_state_dict, network_config, weight_dtype, stage_c_fp16=False)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def _build_model(stage, network_state_dict, network_config, weight_dtype, stage_c_fp16):
+    """The host BaseModel; with `stage_c_fp16`, fp16 stays among Stage C's supported dtypes only
+    if the host then picks it to compute in."""
     config_class = {"c": STAGE_C_CONFIG, "b": STAGE_B_CONFIG}[stage]
     model_config = config_class(dict(network_config))
     supported = list(model_config.supported_inference_dtypes)
+    if stage_c_fp16:
+        supported.insert(supported.index(torch.float32), torch.float16)
     load_device = mm.get_torch_device()
-    parameters = comfy.utils.calculate_parameters(network_state_dict)
-    stored_dtype = comfy.utils.weight_dtype(network_state_dict)
     if weight_dtype is None:
-        weight_dtype = mm.unet_dtype(model_params=parameters, supported_dtypes=supported, weight_dtype=stored_dtype)
+        weight_dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(network_state_dict),
+                                     supported_dtypes=supported, weight_dtype=comfy.utils.weight_dtype(network_state_dict))
     compute_dtype = mm.unet_manual_cast(weight_dtype, load_device, supported)
+    if stage_c_fp16 and (compute_dtype or weight_dtype) != torch.float16:
+        supported.remove(torch.float16)
+        compute_dtype = mm.unet_manual_cast(weight_dtype, load_device, supported)
+    model_config.supported_inference_dtypes = supported
     model_config.set_inference_dtype(weight_dtype, compute_dtype)
 
     model = model_config.get_model(network_state_dict)
     assign_weights(model.diffusion_model, network_state_dict, weight_dtype, f"Stage {stage.upper()}")
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    return model
 
 
 def assign_weights(network, state_dict, dtype, what):

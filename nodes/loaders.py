@@ -4,10 +4,10 @@ from comfy_api.latest import io
 from . import host_models
 from .choices import choice_problems
 from .input_checks import WrongInput
-from .model_files import filenames, load_network
+from .model_files import filenames, full_path, load_network
 
 CATEGORY = "stable_cascade/loaders"
-STAGE_C_DTYPES = ["default", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
+STAGE_C_DTYPES = ["default", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
 STAGE_B_DTYPES = ["default", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2"]
 UNET_FOLDERS = ("diffusion_models", "checkpoints")  # separate UNet files, or ComfyUI's bundled checkpoints
 VAE_FOLDERS = ("vae", "checkpoints")
@@ -45,7 +45,9 @@ class DiffusionModelLoader(io.ComfyNode):
         if problem is not True:
             raise WrongInput(f"{cls.DISPLAY_NAME}: {problem}")
         network_sd, config = load_network(unet_name, UNET_FOLDERS, f"stage_{cls.STAGE}")
-        return io.NodeOutput(host_models.build_diffusion_model(cls.STAGE, network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype]))
+        model = host_models.build_diffusion_model(cls.STAGE, network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype],
+                                                  source_path=full_path(unet_name, *UNET_FOLDERS))
+        return io.NodeOutput(model)
 
 
 class StageCLoader(DiffusionModelLoader):
@@ -59,7 +61,12 @@ class StageCLoader(DiffusionModelLoader):
     )
     FILE_TOOLTIP = "Stage C file, e.g. stage_c_bf16.safetensors, stage_c_lite_bf16.safetensors or stable_cascade_stage_c.safetensors."
     DTYPES = STAGE_C_DTYPES
-    DTYPE_TOOLTIP = "How the weights are stored in memory. 'default' lets ComfyUI choose. Stage C always computes in bf16 or fp32: fp16 overflows."
+    DTYPE_TOOLTIP = (
+        "How the weights are stored in memory. 'default' lets ComfyUI choose: bf16 where the GPU has it, else fp16 "
+        "(half the memory of fp32). Plain fp16 overflows in Stage C; here it runs with its hidden states rescaled by "
+        "factors computed from this file at load (once, on the CPU, then cached), which gives the same result within "
+        "fp16 rounding. The fp8 choices compute in bf16/fp16/fp32."
+    )
 
 
 class StageBLoader(DiffusionModelLoader):

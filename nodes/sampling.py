@@ -102,9 +102,11 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         return host_model.diffusion_model(x, r, **inputs)
 
     def epsilon(x, r, **inputs):
-        inputs = {name: value.to(device=device, dtype=compute_dtype) for name, value in inputs.items()}
+        # The conditions arrive already cast (below) and moved (by the sampler): no per-step copies.
         x, r = x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32)
         return call_network(run_network, x, r, **inputs).float()
+
+    conditions, unconditional = _cast_tensors(conditions, compute_dtype), _cast_tensors(unconditional, compute_dtype)
 
     preview = make_preview_fn(model, preview_vae, node_name)
     progress = comfy.utils.ProgressBar(steps)
@@ -147,6 +149,17 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     out["samples"] = host_model.process_latent_out(result).to(mm.intermediate_device())
     out.pop("noise_mask", None)
     return out
+
+
+def _cast_tensors(value, dtype):
+    """Every floating tensor in a condition dict (lists and nested dicts too) in `dtype`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {key: _cast_tensors(item, dtype) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast_tensors(item, dtype) for item in value)
+    return value
 
 
 def _text_widths(model):

@@ -10,7 +10,9 @@ Per step i, going from time t_i to t_{i+1} on linspace(t_start, 0, steps + 1):
     x          = step_rule(x0, eps, a_i, b_i, a_{i+1}, b_{i+1}, noise)
 
 All randomness comes from one CPU generator, drawn in a fixed order (the start latent, then one
-draw per step), so a seed gives the same image on any device.
+draw per step), so a seed gives the same image on any device. The step draws are all taken before
+the first step and moved to the device in one copy: the loop itself then does no host work (a
+per-step copy from CPU memory would wait for the device every step).
 """
 import functools
 from collections import namedtuple
@@ -38,6 +40,16 @@ def noise_levels(t, shift=1.0):
 def draw_noise(shape, generator, device):
     """A standard-normal draw from the CPU generator, then moved: device-independent noise."""
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device)
+
+
+def draw_step_noise(steps, shape, generator, device):
+    """The loop's `steps` draws, in order, as one [steps, *shape] tensor on `device` (one copy).
+
+    Each draw is its own randn call of `shape`, exactly as if drawn step by step: one call of the
+    stacked shape would consume the generator differently.
+    """
+    draws = [torch.randn(tuple(shape), generator=generator, dtype=torch.float32) for _ in range(steps)]
+    return torch.stack(draws).to(device)
 
 
 def diffuse(x_clean, t, generator=None, shift=1.0):
@@ -86,7 +98,8 @@ def sample_steps(model, shape=None, x_init=None, conditions=None, unconditional=
     from the plain batch only by the rescale's rounding (a few float32 ulps).
 
     The start latent is the first draw of `generator` (shape `shape`), or `x_init` used as-is (not
-    re-noised; see `diffuse`). Each step then draws one noise tensor, for every sampler.
+    re-noised; see `diffuse`). Then one noise tensor per step is drawn, for every sampler, all of
+    them now (see `draw_step_noise`).
     """
     step_rule = _step_rule(sampler, eta)
     _check_arguments(shape, x_init, steps, t_start, shift, cfg_rho)
@@ -101,17 +114,16 @@ def sample_steps(model, shape=None, x_init=None, conditions=None, unconditional=
     predict_eps = _epsilon_predictor(model, conditions or {}, unconditional, cfg, cfg_rho, device)
     levels = noise_levels(torch.linspace(t_start, 0.0, steps + 1), shift)
     levels = NoiseLevels(*(values.to(device) for values in levels))
-    return _sampling_loop(predict_eps, step_rule, x, levels, generator, device)
+    step_noise = draw_step_noise(steps, x.shape, generator, device)
+    return _sampling_loop(predict_eps, step_rule, x, levels, step_noise)
 
 
-def _sampling_loop(predict_eps, step_rule, x, levels, generator, device):
-    steps = len(levels.t) - 1
-    for i in range(steps):
+def _sampling_loop(predict_eps, step_rule, x, levels, step_noise):
+    for i, noise in enumerate(step_noise):
         a, b, r = levels.a[i], levels.b[i], levels.r[i]
         a_prev, b_prev = levels.a[i + 1], levels.b[i + 1]
         eps = predict_eps(x, r)
         x0 = (x - eps * b) / a
-        noise = draw_noise(x.shape, generator, device)
         x = step_rule(x0, eps, a, b, a_prev, b_prev, noise)
         yield Step(i, levels.t[i], levels.logSNR[i], a, b, r, x0, eps, noise, x)
 

@@ -201,10 +201,15 @@ class TimestepBlock(nn.Module):
         for name in self.conds:
             setattr(self, f"mapper_{name}", operations.Linear(c_timestep, c * 2, dtype=dtype, device=device))
 
-    def forward(self, x, r_embed):
+    def film(self, r_embed):
+        """(a, b), each [B, c, 1, 1]."""
         embeddings = r_embed.chunk(len(self.conds) + 1, dim=1)
         a, b = self.mapper(embeddings[0])[:, :, None, None].chunk(2, dim=1)
         for name, embedding in zip(self.conds, embeddings[1:]):
             a_cond, b_cond = getattr(self, f"mapper_{name}")(embedding)[:, :, None, None].chunk(2, dim=1)
             a, b = a + a_cond, b + b_cond
+        return a, b
+
+    def forward(self, x, r_embed):
+        a, b = self.film(r_embed)
         return x * (1 + a) + b

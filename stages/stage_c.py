@@ -7,6 +7,7 @@ c_clip_seq tokens from the pooled text embedding, then c_clip_seq per CLIP image
 import torch
 from torch import nn
 
+from .fp16_rescale import RescaledStream
 from .trunk import CascadeUNet, ControlResiduals
 
 
@@ -42,6 +43,8 @@ class StageC(CascadeUNet):
         super().__init__()
         operations = operations if operations is not None else nn
         self.c_clip_seq = c_clip_seq
+        # Per-block factors from fp16_rescale.calibrate_block_scales; with them, fp16 runs rescaled.
+        self.fp16_block_scales = None
 
         # Conditioning: every CLIP input becomes tokens of width c_cond.
         self.clip_txt_mapper = operations.Linear(c_clip_text, c_cond, dtype=dtype, device=device)
@@ -74,13 +77,14 @@ class StageC(CascadeUNet):
         return self.clip_norm(torch.cat([text_tokens, pooled_tokens, image_tokens], dim=1))
 
     def forward(self, x, r, clip_text, clip_text_pooled, clip_img, sca=None, crp=None, cnet=None, control=None,
-                **kwargs):
+                stream=None, **kwargs):
         """x [B,16,h,w] noised latent, r [B] noise level -> [B,16,h,w] prediction.
 
         ControlNet residuals come either as `cnet` (the original convention: a list with one entry per
         ResBlock call, None where nothing is added) or as the host's `control` dict, whose "input" list
         is consumed from its end. Other keyword arguments (the host's `context`, `transformer_options`,
-        ...) are ignored, apart from values for extra `t_conds`.
+        ...) are ignored, apart from values for extra `t_conds`. In fp16 with `fp16_block_scales` set, the
+        residual stream is carried rescaled (fp16_rescale.py); `stream` overrides that choice.
         """
         r_embed = self.noise_level_embeddings(r, dict(kwargs, sca=sca, crp=crp)).to(x.dtype)
         cond_tokens = self.gen_c_embeddings(clip_text.to(x.dtype), clip_text_pooled.to(x.dtype), clip_img.to(x.dtype))
@@ -88,5 +92,7 @@ class StageC(CascadeUNet):
         if control is not None and control.get("input") is not None:
             host_residuals = reversed(control["input"])
         residuals = ControlResiduals(cnet, host_residuals)
-        return self._down_and_up(self.embedding(x), r_embed, cond_tokens, residuals)
+        if stream is None and x.dtype == torch.float16 and self.fp16_block_scales is not None:
+            stream = RescaledStream(self.fp16_block_scales)
+        return self._down_and_up(self.embedding(x), r_embed, cond_tokens, residuals, stream)
 

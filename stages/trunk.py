@@ -19,12 +19,36 @@ class ControlResiduals:
     def __init__(self, *sources):
         self._sources = [iter(source) for source in sources if source is not None]
 
-    def add_next(self, x):
+    def add_next(self, x, scale=1.0):
+        """x plus the next residuals, times `scale` (the factor a rescaled stream carries, see fp16_rescale)."""
         for source in self._sources:
             residual = next(source, None)
             if residual is not None:
                 resized = F.interpolate(residual, size=x.shape[-2:], mode="bilinear", align_corners=True)
-                x = x + resized.to(x.dtype)
+                x = x + (resized * scale).to(x.dtype)
+        return x
+
+
+class PlainStream:
+    """How the trunk moves its residual stream through blocks and level changes: as it is.
+
+    fp16_rescale.RescaledStream is the other kind: it carries the stream times a per-block factor so
+    that fp16 does not overflow, and overrides these four steps.
+    """
+
+    def block(self, trunk, block, x, r_embed, cond_tokens, control, skip=None):
+        if isinstance(block, ResBlock):
+            return block(control.add_next(x), skip)
+        return trunk._run_block(block, x, r_embed, cond_tokens)
+
+    def repeat_mapper(self, mapper, x):
+        return mapper(x)
+
+    def level_change(self, scaler, x):
+        return scaler(x)
+
+    def level_output(self, x):
+        """The stream at the end of a down level, as the up path's skip will take it."""
         return x
 
 
@@ -133,43 +157,39 @@ class CascadeUNet(nn.Module):
             return block(x, r_embed)
         return block(x)
 
-    def _down_encode(self, x, r_embed, cond_tokens, control):
+    def _down_encode(self, x, r_embed, cond_tokens, control, stream):
         level_outputs = []
         for blocks, downscaler, repeat_mappers in zip(self.down_blocks, self.down_downscalers,
                                                       self.down_repeat_mappers):
-            x = downscaler(x)
+            x = stream.level_change(downscaler, x)
             for repeat in range(len(repeat_mappers) + 1):
                 for block in blocks:
-                    if isinstance(block, ResBlock):
-                        x = control.add_next(x)
-                    x = self._run_block(block, x, r_embed, cond_tokens)
+                    x = stream.block(self, block, x, r_embed, cond_tokens, control)
                 if repeat < len(repeat_mappers):
-                    x = repeat_mappers[repeat](x)
+                    x = stream.repeat_mapper(repeat_mappers[repeat], x)
+            x = stream.level_output(x)
             level_outputs.insert(0, x)
         return level_outputs  # deepest first
 
-    def _up_decode(self, level_outputs, r_embed, cond_tokens, control):
+    def _up_decode(self, level_outputs, r_embed, cond_tokens, control, stream):
         x = level_outputs[0]
         for depth, (blocks, upscaler, repeat_mappers) in enumerate(zip(self.up_blocks, self.up_upscalers,
                                                                        self.up_repeat_mappers)):
             for repeat in range(len(repeat_mappers) + 1):
                 for k, block in enumerate(blocks):
-                    if isinstance(block, ResBlock):
-                        skip = level_outputs[depth] if k == 0 and depth > 0 else None
-                        # Odd sizes lose a pixel on the way down; bring x back to the skip's grid.
-                        if skip is not None and x.shape[-2:] != skip.shape[-2:]:
-                            x = F.interpolate(x, skip.shape[-2:], mode="bilinear", align_corners=True)
-                        x = control.add_next(x)
-                        x = block(x, skip)
-                    else:
-                        x = self._run_block(block, x, r_embed, cond_tokens)
+                    skip = level_outputs[depth] if isinstance(block, ResBlock) and k == 0 and depth > 0 else None
+                    # Odd sizes lose a pixel on the way down; bring x back to the skip's grid.
+                    if skip is not None and x.shape[-2:] != skip.shape[-2:]:
+                        x = F.interpolate(x, skip.shape[-2:], mode="bilinear", align_corners=True)
+                    x = stream.block(self, block, x, r_embed, cond_tokens, control, skip)
                 if repeat < len(repeat_mappers):
-                    x = repeat_mappers[repeat](x)
-            x = upscaler(x)
+                    x = stream.repeat_mapper(repeat_mappers[repeat], x)
+            x = stream.level_change(upscaler, x)
         return x
 
-    def _down_and_up(self, h, r_embed, cond_tokens, control=None):
+    def _down_and_up(self, h, r_embed, cond_tokens, control=None, stream=None):
         """Down path then up path, then clf: the embedded input `h` -> the model output."""
         control = control if control is not None else ControlResiduals()
-        level_outputs = self._down_encode(h, r_embed, cond_tokens, control)
-        return self.clf(self._up_decode(level_outputs, r_embed, cond_tokens, control))
+        stream = stream if stream is not None else PlainStream()
+        level_outputs = self._down_encode(h, r_embed, cond_tokens, control, stream)
+        return self.clf(self._up_decode(level_outputs, r_embed, cond_tokens, control, stream))

@@ -54,8 +54,8 @@ EXECUTION_MISTAKES = [
      with_node("20", "EmptyHunyuanLatentVideo", {"width": 256, "height": 256, "length": 5, "batch_size": 1},
                rewire(STAGE_C_SAMPLER, "stage_c", ["20", 0])), STAGE_C_SAMPLER,
      r"'stage_c' got a 5-D latent .* \(a video or audio latent\?\)"),
-    ("a weight dtype the Stage C loader does not offer", rewire(STAGE_C_MODEL, "weight_dtype", "fp16"), STAGE_C_MODEL,
-     r"Load Stage C \(prior\): weight_dtype: 'fp16' is not one of the choices"),
+    ("a weight dtype the Stage C loader does not offer", rewire(STAGE_C_MODEL, "weight_dtype", "fp64"), STAGE_C_MODEL,
+     r"Load Stage C \(prior\): weight_dtype: 'fp64' is not one of the choices"),
     *[(f"NaN {name} in {label}", rewire(node, name, math.nan), node, rf"{label} \(GDF\): '{name}' is nan; every number input needs a finite value")
       for node, label, names in ((STAGE_C_SAMPLER, "Stage C Sampler", ("cfg", "shift", "cfg_rho", "eta", "denoise")),
                                  (STAGE_B_SAMPLER, "Stage B Sampler", ("cfg", "shift")))

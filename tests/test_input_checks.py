@@ -92,8 +92,8 @@ WIRING_MISTAKES = [
      r"Stage A Decode: 'stage_a' got a Stage C VAE \(EfficientNet encoder / Previewer\), but it needs Stage A.*'Load Stage A \(VAE\)'"),
     ("Stage C latent into Stage A Decode", lambda p: p["latents"].StageADecode.execute(p["models"]["stage_a"], C_LATENT),
      r"Stage A Decode: 'stage_b' got a Stage C latent \[1, 16, 6, 6\], but it needs a Stage B latent"),
-    ("a weight dtype Stage C cannot take", lambda p: p["loaders"].StageCLoader.execute(p["names"]["stage_c"], "fp16"),
-     r"Load Stage C \(prior\): weight_dtype: 'fp16' is not one of the choices"),
+    ("a weight dtype no loader offers", lambda p: p["loaders"].StageCLoader.execute(p["names"]["stage_c"], "fp64"),
+     r"Load Stage C \(prior\): weight_dtype: 'fp64' is not one of the choices"),
 ]
 
 
