@@ -9,9 +9,12 @@ WEB_DIRECTORY = "./web"
 
 
 async def comfy_entrypoint():
+    from .nodes import web_routes
     from .nodes.extension import StableCascadeExtension
 
-    return StableCascadeExtension()
+    extension = StableCascadeExtension()
+    web_routes.register(await extension.get_node_list())
+    return extension
 
 
 __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

@@ -46,7 +46,7 @@ class StageCEncode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageCEncode",
-            display_name="Stage C Encode (EfficientNet)",
+            display_name="Stage C Encode (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Encodes images into Stage C latents with the EfficientNet encoder, prepared as the original does (antialiased "
@@ -56,7 +56,7 @@ class StageCEncode(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("image", tooltip="The pictures to encode (RGB). Sides are cropped to multiples of 8; at least 256 px."),
-                io.Vae.Input("vae", tooltip="Stage C VAE with the EfficientNet encoder (Load EfficientNet encoder + Previewer, or the "
+                io.Vae.Input("vae", tooltip="Stage C VAE with the EfficientNet encoder (Load Stage C VAE (Stable Cascade), or the "
                                             "host's Load VAE with effnet_encoder.safetensors)."),
                 *compression_inputs(),
             ],
@@ -68,14 +68,14 @@ class StageCEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, compression="original", compression_number=ORIGINAL_COMPRESSION):
-        check_finite_numbers("Stage C Encode (EfficientNet)", compression_number=compression_number)
+        check_finite_numbers("Stage C Encode (Stable Cascade)", compression_number=compression_number)
         image = rgb_images(image)
         if min(image.shape[1:3]) < MIN_SIZE:
             raise ValueError(
                 f"the image is {image.shape[2]}x{image.shape[1]}, smaller than the {MIN_SIZE} px per side the cascade takes; "
                 "scale it up first (e.g. 'Upscale Image')"
             )
-        check_vae("Stage C Encode (EfficientNet)", "vae", vae, "stage_c_encoder")
+        check_vae("Stage C Encode (Stable Cascade)", "vae", vae, "stage_c_encoder")
         picture = center_crop_to_multiple(image, SIZE_STEP)
         height, width = picture.shape[1:3]
         stage_c_hw, stage_b_hw = latent_sizes(width, height, compression, compression_number)
@@ -90,7 +90,7 @@ class StageAEncode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageAEncode",
-            display_name="Stage A Encode",
+            display_name="Stage A Encode (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Encodes images into Stage B latents with Stage A (4x smaller, nearly lossless). Decode it again with Stage A "
@@ -108,7 +108,7 @@ class StageAEncode(io.ComfyNode):
         image = rgb_images(image)
         if min(image.shape[1:3]) < STAGE_A_MIN_SIZE:
             raise ValueError(f"the image is {image.shape[2]}x{image.shape[1]}; Stage A needs at least {STAGE_A_MIN_SIZE} px per side")
-        check_vae("Stage A Encode", "stage_a", stage_a, "stage_a")
+        check_vae("Stage A Encode (Stable Cascade)", "stage_a", stage_a, "stage_a")
         return io.NodeOutput({"samples": stage_a.encode(center_crop_to_multiple(image, SIZE_STEP))})
 
 

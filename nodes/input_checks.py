@@ -35,13 +35,13 @@ class NonFiniteResult(ValueError):
 
 # Which node makes each kind of value (the end of every message).
 MAKERS = {
-    "stage_c_latent": "the 'stage_c' output of 'Empty Cascade Latents', 'Stage C Encode (EfficientNet)' or a 'Stage C Sampler (GDF)'",
-    "stage_b_latent": "the 'stage_b' output of 'Empty Cascade Latents', 'Stage A Encode' or a 'Stage B Sampler (GDF)'",
-    "stage_a": "'Load Stage A (VAE)' (or the host's 'Load VAE' with stage_a.safetensors)",
-    "stage_c_previewer": "'Load EfficientNet encoder + Previewer' with a previewer file",
-    "stage_c_encoder": "'Load EfficientNet encoder + Previewer' with an encoder file",
-    "model_c": "'Load Stage C (prior)' (or the host's 'Load Diffusion Model' with a Stage C file)",
-    "model_b": "'Load Stage B (decoder)' (or the host's 'Load Diffusion Model' with a Stage B file)",
+    "stage_c_latent": "the 'stage_c' output of 'Empty Latents (Stable Cascade)', 'Stage C Encode (Stable Cascade)' or a 'Stage C Prior Sampler (Stable Cascade)'",
+    "stage_b_latent": "the 'stage_b' output of 'Empty Latents (Stable Cascade)', 'Stage A Encode (Stable Cascade)' or a 'Stage B Sampler (Stable Cascade)'",
+    "stage_a": "'Load Stage A VAE (Stable Cascade)' (or the host's 'Load VAE' with stage_a.safetensors)",
+    "stage_c_previewer": "'Load Stage C VAE (Stable Cascade)' with a previewer file",
+    "stage_c_encoder": "'Load Stage C VAE (Stable Cascade)' with an encoder file",
+    "model_c": "'Load Stage C Prior (Stable Cascade)' (or the host's 'Load Diffusion Model' with a Stage C file)",
+    "model_b": "'Load Stage B Decoder (Stable Cascade)' (or the host's 'Load Diffusion Model' with a Stage B file)",
     "conditioning": "'CLIP Text Encode' with a CLIP from 'Load CLIP' of type 'stable_cascade' (CLIP-G)",
 }
 

@@ -58,7 +58,7 @@ class EmptyLatent(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_EmptyLatent",
-            display_name="Empty Cascade Latents",
+            display_name="Empty Latents (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Empty latents for a picture of this size: the Stage C latent (size / 42.67, rounded up: 24x24 for 1024x1024, "
@@ -89,11 +89,11 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, width, height, batch_size, compression="original", compression_number=ORIGINAL_COMPRESSION):
-        check_finite_numbers("Empty Cascade Latents", compression_number=compression_number)
+        check_finite_numbers("Empty Latents (Stable Cascade)", compression_number=compression_number)
         (c_h, c_w), (b_h, b_w) = latent_sizes(width, height, compression, compression_number)
         device = mm.intermediate_device()
         needed = batch_size * (16 * c_h * c_w + 4 * b_h * b_w) * 4
-        refuse_if_too_large("Empty Cascade Latents", "the empty latents", needed, memory_limits.budget_bytes(device),
+        refuse_if_too_large("Empty Latents (Stable Cascade)", "the empty latents", needed, memory_limits.budget_bytes(device),
                             (width, height), batch_size)
         stage_c = torch.zeros(batch_size, 16, c_h, c_w, device=device)
         stage_b = torch.zeros(batch_size, 4, b_h, b_w, device=device)
@@ -105,7 +105,7 @@ class StageADecode(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageADecode",
-            display_name="Stage A Decode",
+            display_name="Stage A Decode (Stable Cascade)",
             category=CATEGORY,
             description="Decodes a Stage B latent into pixels with Stage A (4x larger), clamped to the image range.",
             inputs=[
@@ -117,14 +117,14 @@ class StageADecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, stage_a, stage_b):
-        node = "Stage A Decode"
+        node = "Stage A Decode (Stable Cascade)"
         check_vae(node, "stage_a", stage_a, "stage_a")
         samples = check_latent(node, "stage_b", stage_b, STAGE_B_LATENT)
         with interruptible(stage_a.first_stage_model):  # a large picture is one long call otherwise
             image = decode_within_memory(node, stage_a, samples)
         check_finite_result(node, image, "the decoded image",
                             "the Stage A file is corrupt (NaN weights) or it ran in a dtype that overflowed; "
-                            "load stage_a.safetensors again with 'Load Stage A (VAE)'.")
+                            "load stage_a.safetensors again with 'Load Stage A VAE (Stable Cascade)'.")
         # The host's own Stage A VAE (Load VAE) does not clamp: later nodes would see values outside 0..1.
         return io.NodeOutput(image.clamp(0.0, 1.0))
 
@@ -152,7 +152,7 @@ def decode_within_memory(node, vae, samples):
         raise TooLarge(
             f"{node}: a {width * scale}x{height * scale} picture (batch {batch}) needs about {gib(3 * picture_bytes)} "
             f"even when decoded in tiles, but only {gib(budget)} is available. The largest that fits is about "
-            f"{fit[0]}x{fit[1]}; set that size in 'Empty Cascade Latents'."
+            f"{fit[0]}x{fit[1]}; set that size in 'Empty Latents (Stable Cascade)'."
         )
     logging.warning(f"[stable cascade] {node}: decoding needs about {gib(needed)} at once, {gib(budget)} is available: "
                     "decoding in tiles")

@@ -3,6 +3,7 @@ from comfy_api.latest import io
 
 from . import host_models
 from .choices import choice_problems
+from .file_kinds import ordered_choices
 from .input_checks import WrongInput
 from .model_files import filenames, full_path, load_network
 
@@ -20,6 +21,10 @@ class DiffusionModelLoader(io.ComfyNode):
     DTYPES = []
 
     @classmethod
+    def file_inputs(cls):
+        return {"unet_name": (UNET_FOLDERS, f"stage_{cls.STAGE}")}
+
+    @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id=cls.NODE_ID,
@@ -27,7 +32,8 @@ class DiffusionModelLoader(io.ComfyNode):
             category=CATEGORY,
             description=cls.DESCRIPTION,
             inputs=[
-                io.Combo.Input("unet_name", options=filenames(*UNET_FOLDERS), tooltip=cls.FILE_TOOLTIP),
+                io.Combo.Input("unet_name", options=ordered_choices(filenames(*UNET_FOLDERS), UNET_FOLDERS, f"stage_{cls.STAGE}"),
+                               tooltip=cls.FILE_TOOLTIP),
                 io.Combo.Input("weight_dtype", options=cls.DTYPES, default="default", tooltip=cls.DTYPE_TOOLTIP),
             ],
             outputs=[io.Model.Output(display_name=f"stage_{cls.STAGE}", tooltip=f"Stage {cls.STAGE.upper()} model (host MODEL).")],
@@ -53,7 +59,7 @@ class DiffusionModelLoader(io.ComfyNode):
 class StageCLoader(DiffusionModelLoader):
     STAGE = "c"
     NODE_ID = "SCPack_StageCLoader"
-    DISPLAY_NAME = "Load Stage C (prior)"
+    DISPLAY_NAME = "Load Stage C Prior (Stable Cascade)"
     DESCRIPTION = (
         "Loads a Stable Cascade Stage C (the text-conditional prior, 3.6B or 1B lite) from models/diffusion_models "
         "or a bundled checkpoint from models/checkpoints. Original, ComfyUI-bundled and diffusers layouts, bf16 or fp32 files. "
@@ -72,7 +78,7 @@ class StageCLoader(DiffusionModelLoader):
 class StageBLoader(DiffusionModelLoader):
     STAGE = "b"
     NODE_ID = "SCPack_StageBLoader"
-    DISPLAY_NAME = "Load Stage B (decoder)"
+    DISPLAY_NAME = "Load Stage B Decoder (Stable Cascade)"
     DESCRIPTION = (
         "Loads a Stable Cascade Stage B (expands the Stage C latent into a Stage A latent; 1.5B or 700M lite) from "
         "models/diffusion_models or a bundled checkpoint from models/checkpoints. The MODEL also works in the host's KSampler."
@@ -84,10 +90,14 @@ class StageBLoader(DiffusionModelLoader):
 
 class StageALoader(io.ComfyNode):
     @classmethod
+    def file_inputs(cls):
+        return {"vae_name": (VAE_FOLDERS, "stage_a")}
+
+    @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageALoader",
-            display_name="Load Stage A (VAE)",
+            display_name="Load Stage A VAE (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Loads Stable Cascade Stage A, the VQGAN that turns Stage B latents into pixels (and back), from models/vae or a "
@@ -96,7 +106,7 @@ class StageALoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "vae_name",
-                    options=filenames(*VAE_FOLDERS),
+                    options=ordered_choices(filenames(*VAE_FOLDERS), VAE_FOLDERS, "stage_a"),
                     tooltip="stage_a.safetensors, or stable_cascade_stage_b.safetensors (its bundled Stage A).",
                 ),
             ],
@@ -118,11 +128,15 @@ NO_FILE = "none"
 
 class StageCCoderLoader(io.ComfyNode):
     @classmethod
+    def file_inputs(cls):
+        return {"encoder_name": (VAE_FOLDERS, "effnet"), "previewer_name": (VAE_FOLDERS, "previewer")}
+
+    @classmethod
     def define_schema(cls):
-        options = [NO_FILE] + filenames(*VAE_FOLDERS)
+        files = filenames(*VAE_FOLDERS)
         return io.Schema(
             node_id="SCPack_StageCCoderLoader",
-            display_name="Load EfficientNet encoder + Previewer",
+            display_name="Load Stage C VAE (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Loads the Stage C 'VAE': the EfficientNet encoder (image -> 16-channel Stage C latent, for image-to-image) and "
@@ -132,13 +146,13 @@ class StageCCoderLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "encoder_name",
-                    options=options,
+                    options=[NO_FILE] + ordered_choices(files, VAE_FOLDERS, "effnet"),
                     default=NO_FILE,
                     tooltip="effnet_encoder.safetensors, or a bundled stable_cascade_stage_c.safetensors; 'none' for a preview-only VAE.",
                 ),
                 io.Combo.Input(
                     "previewer_name",
-                    options=options,
+                    options=[NO_FILE] + ordered_choices(files, VAE_FOLDERS, "previewer"),
                     default=NO_FILE,
                     tooltip="previewer.safetensors, or a bundled stable_cascade_stage_c.safetensors; 'none' for an encode-only VAE.",
                 ),

@@ -32,10 +32,14 @@ def read_lora_for(model, lora_name):
 
 class StageCLoraLoader(io.ComfyNode):
     @classmethod
+    def file_inputs(cls):  # the editor marks a file that is no LoRA (nodes/web_routes.py)
+        return {"lora_name": (LORA_FOLDERS, "lora")}
+
+    @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageCLoraLoader",
-            display_name="Load Stage C LoRA",
+            display_name="Load Stage C LoRA (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Applies a Stable Cascade Stage C LoRA from models/loras: the original training code's lora.safetensors "
@@ -71,7 +75,7 @@ class StageCLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength_model=1.0, clip=None, strength_clip=1.0, tokens=""):
-        _check_stage_c(model, "Load Stage C LoRA")
+        _check_stage_c(model, "Load Stage C LoRA (Stable Cascade)")
         lora = read_lora_for(model, lora_name)
         notes = [lora.summary()]
         patched_model = lora_patches.patch_model(model, lora, strength_model) if lora.unet else model
@@ -91,7 +95,7 @@ class SaveStageCLora(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_SaveStageCLora",
-            display_name="Convert Stage C LoRA",
+            display_name="Convert Stage C LoRA (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Reads a Stage C LoRA in any format this pack loads and writes it to models/loras either with ComfyUI's "
@@ -120,7 +124,7 @@ class SaveStageCLora(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, format, filename):
-        _check_stage_c(model, "Convert Stage C LoRA")
+        _check_stage_c(model, "Convert Stage C LoRA (Stable Cascade)")
         shapes = lora_patches.stage_c_shapes(model)
         lora = read_lora_for(model, lora_name)
         tensors = to_original_keys(lora, shapes) if format == "original" else to_comfyui_keys(lora)

@@ -85,5 +85,5 @@ def refuse_if_too_large(node, what, needed, budget, picture_size, batch):
     raise TooLarge(
         f"{node}: {what} at about {width}x{height} (batch {batch}) needs about {gib(needed)} of memory, "
         f"but only {gib(budget)} is available on this machine. The largest picture that fits is about "
-        f"{fit_width}x{fit_height}{batch_hint}; set that size in 'Empty Cascade Latents'."
+        f"{fit_width}x{fit_height}{batch_hint}; set that size in 'Empty Latents (Stable Cascade)'."
     )

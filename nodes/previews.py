@@ -58,7 +58,7 @@ def installed_previewer():
     return None
 
 
-def make_preview_fn(model_patcher, preview_vae=None, node="Stage C Sampler (GDF)"):
+def make_preview_fn(model_patcher, preview_vae=None, node="Stage C Prior Sampler (Stable Cascade)"):
     """A function x0 (model space) -> the host's preview tuple, or None when previews are off.
 
     Previews never fail a prompt: a preview_vae that cannot preview, a Previewer that raises, or a

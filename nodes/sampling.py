@@ -1,5 +1,6 @@
 """The GDF sampler nodes: Stage C (text -> 16-channel latent) and Stage B (-> Stage A latent)."""
 import torch
+from tqdm.auto import tqdm
 
 import comfy.model_management as mm
 import comfy.utils
@@ -44,8 +45,8 @@ def _common_inputs(steps, cfg, shift):
     ]
 
 
-STAGE_C_NODE = "Stage C Sampler (GDF)"
-STAGE_B_NODE = "Stage B Sampler (GDF)"
+STAGE_C_NODE = "Stage C Prior Sampler (Stable Cascade)"
+STAGE_B_NODE = "Stage B Sampler (Stable Cascade)"
 # Picture pixels per latent pixel, for the sizes a refusal suggests.
 PICTURE_SCALE = {"c": 42.67, "b": 4}
 
@@ -110,6 +111,8 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
 
     preview = make_preview_fn(model, preview_vae, node_name)
     progress = comfy.utils.ProgressBar(steps)
+    # The terminal bar the host's own KSampler prints (k-diffusion's trange), for people who watch the log.
+    terminal = tqdm(total=steps, disable=not comfy.utils.PROGRESS_BAR_ENABLED)
 
     def on_step(index, total, x0, x):
         mm.throw_exception_if_processing_interrupted()
@@ -117,6 +120,7 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
             raise NonFiniteResult(f"{node_name}: step {index + 1} of {total} gave NaN or infinite values. "
                                   f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
         progress.update_absolute(index + 1, total, preview(x0) if preview is not None else None)
+        terminal.update(index + 1 - terminal.n)
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = {"shape": tuple(latent["samples"].shape)}
@@ -125,7 +129,7 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         # The original noises the image with shift 1 but samples from t_start with the model's shift.
         noised, _ = diffuse(clean, denoise, generator, shift=1.0)
         start = {"x_init": noised}
-    with interruptible(network):
+    with terminal, interruptible(network):
         result = sample(
             epsilon,
             conditions=conditions,
@@ -190,7 +194,7 @@ class StageCSampler(GDFSampler):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageCSampler",
-            display_name="Stage C Sampler (GDF)",
+            display_name="Stage C Prior Sampler (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Samples the Stage C latent with the original GDF sampler (cosine schedule with shift, DDPM, rescaled CFG, "
@@ -229,7 +233,7 @@ class StageBSampler(GDFSampler):
     def define_schema(cls):
         return io.Schema(
             node_id="SCPack_StageBSampler",
-            display_name="Stage B Sampler (GDF)",
+            display_name="Stage B Sampler (Stable Cascade)",
             category=CATEGORY,
             description=(
                 "Expands a Stage C latent into a Stage A latent with the original GDF sampler, conditioned on the Stage C latent "

@@ -26,21 +26,22 @@ TEST_PACKAGES=(pytest pytest-timeout websocket-client "diffusers==0.35.2")
 
 log() { echo "[setup_env] $*" >&2; }
 
+pip_log="$ENV_DIR/setup.log"
+pip_install() {
+  if ! "$VENV/bin/python" -m pip install -q "$@" >>"$pip_log" 2>&1; then
+    log "pip install $* failed; the end of $pip_log:"
+    tail -n 30 "$pip_log" >&2
+    exit 1
+  fi
+}
+
 stamp="$ENV_DIR/.recipe-$RECIPE_VERSION"
 if [ -f "$stamp" ] && [ -x "$VENV/bin/python" ] && [ -f "$HOST_DIR/main.py" ]; then
   log "environment ready at $ENV_DIR"
 else
   log "building the host environment in $ENV_DIR (first run: a few minutes; pip's output: $ENV_DIR/setup.log)"
   mkdir -p "$ENV_DIR"
-  pip_log="$ENV_DIR/setup.log"
   : > "$pip_log"
-  pip_install() {
-    if ! "$VENV/bin/python" -m pip install -q "$@" >>"$pip_log" 2>&1; then
-      log "pip install $* failed; the end of $pip_log:"
-      tail -n 30 "$pip_log" >&2
-      exit 1
-    fi
-  }
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   pip_install --upgrade pip
   pip_install "${HOST_PACKAGES[@]}"
@@ -55,6 +56,27 @@ else
   rm -f "$HOST_DIR/extra_model_paths.yaml"
   touch "$stamp"
   log "environment ready at $ENV_DIR"
+fi
+
+# The browser tests' tools, a step of its own (added after recipe 3, so that environments already
+# built are completed in place instead of rebuilt): Debian's Chromium and Playwright for Python,
+# which drives that Chromium (never `playwright install`: it would download browsers of its own).
+BROWSER_STEP=1
+PLAYWRIGHT="playwright==1.65.2"
+browser_stamp="$ENV_DIR/.browser-$BROWSER_STEP"
+if [ ! -f "$browser_stamp" ] || [ ! -x /usr/bin/chromium ] || ! "$VENV/bin/python" -c "import playwright" 2>/dev/null; then
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian's chromium for the browser tests (apt's output: $ENV_DIR/apt.log)"
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root="sudo -n"
+    if ! { $as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium; } >"$ENV_DIR/apt.log" 2>&1; then
+      log "could not install chromium (the browser tests need it): run 'apt-get install chromium' as root; the end of $ENV_DIR/apt.log:"
+      tail -n 20 "$ENV_DIR/apt.log" >&2
+      exit 1
+    fi
+  fi
+  "$VENV/bin/python" -c "import playwright" 2>/dev/null || pip_install "$PLAYWRIGHT"
+  touch "$browser_stamp"
 fi
 
 if [ "${1:-}" = "--print-python" ]; then echo "$VENV/bin/python"; fi

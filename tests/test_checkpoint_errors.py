@@ -28,20 +28,20 @@ def error_for(state_dict, want, source_name):
 def test_stage_b_in_stage_c_loader(reference):
     message = error_for(shapes(reference, "stage_b_lite_700M"), "stage_c", "stage_b_lite.safetensors")
     assert message == ("stage_b_lite.safetensors is a Stage B (lite, 0.70B) checkpoint, but the Stage C loader needs "
-                       "a Stage C file (stage_c*.safetensors). Load it with 'Load Stage B (decoder)' instead.")
+                       "a Stage C file (stage_c*.safetensors). Load it with 'Load Stage B Decoder (Stable Cascade)' instead.")
 
 
 def test_stage_c_in_stage_b_loader(reference):
     message = error_for(shapes(reference, "stage_c_big_3.6B"), "stage_b", "stage_c_bf16.safetensors")
     assert "stage_c_bf16.safetensors is a Stage C (big, 3.6B) checkpoint" in message
-    assert "Stage B loader needs a Stage B file" in message and "'Load Stage C (prior)'" in message
+    assert "Stage B loader needs a Stage B file" in message and "'Load Stage C Prior (Stable Cascade)'" in message
 
 
 @pytest.mark.parametrize("name", ["lora_stage_c_3.6B_rank4_attn_1newtoken"])
 def test_original_lora_in_unet_loader(reference, name):
     message = error_for(shapes(reference, name), "stage_c", "lora_fernando_10k.safetensors")
     assert message.startswith("lora_fernando_10k.safetensors is a LoRA (original StableCascade training format)")
-    assert "Load it with 'Load Stage C LoRA'" in message
+    assert "Load it with 'Load Stage C LoRA (Stable Cascade)'" in message
 
 
 def test_comfyui_style_lora_is_recognised():
@@ -96,7 +96,7 @@ def test_bundled_file_without_the_requested_network(reference):
     message = error_for(bundle, "stage_c", "stable_cascade_stage_b.safetensors")
     assert message.startswith("stable_cascade_stage_b.safetensors is a ComfyUI bundled Stage B checkpoint "
                               "(Stage B (lite, 0.70B), Stage A VQGAN (18.4M)); it holds no Stage C")
-    assert "'Load Stage B (decoder)'" in message
+    assert "'Load Stage B Decoder (Stable Cascade)'" in message
     assert "holds no EfficientNet encoder" in error_for(bundle, "effnet", "stable_cascade_stage_b.safetensors")
 
 

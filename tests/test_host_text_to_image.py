@@ -96,7 +96,7 @@ def test_wrong_file_in_a_loader_is_a_clear_error_and_the_host_keeps_serving(host
     result = host_server.run_prompt(workflow)
     assert result.error is not None
     message = result.error["exception_message"]
-    assert standin_names["stage_b"] in message and "Stage B" in message and "Load Stage B (decoder)" in message
+    assert standin_names["stage_b"] in message and "Stage B" in message and "Load Stage B Decoder (Stable Cascade)" in message
     assert result.error["node_id"] == "1"
     assert host_server.is_serving()
 

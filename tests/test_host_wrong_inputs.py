@@ -33,17 +33,17 @@ def with_node(node_id, class_type, inputs, then):
 # (case, edit of the workflow, node that must fail, pattern its message must match)
 EXECUTION_MISTAKES = [
     ("Stage C latent into stage_b", rewire(STAGE_B_SAMPLER, "stage_b", [LATENTS, 0]), STAGE_B_SAMPLER,
-     r"Stage B Sampler \(GDF\): 'stage_b' got a Stage C latent \[1, 16, 6, 6\], but it needs a Stage B latent .*'Empty Cascade Latents'"),
+     r"Stage B Sampler \(Stable Cascade\): 'stage_b' got a Stage C latent \[1, 16, 6, 6\], but it needs a Stage B latent .*'Empty Latents \(Stable Cascade\)'"),
     ("Stage B latent into stage_c of Stage B", rewire(STAGE_B_SAMPLER, "stage_c", [LATENTS, 1]), STAGE_B_SAMPLER,
      r"'stage_c' got a Stage B latent .*\[1, 4, 64, 64\], but it needs a Stage C latent \(16 channels\)"),
     ("Stage B latent into the Stage C sampler", rewire(STAGE_C_SAMPLER, "stage_c", [LATENTS, 1]), STAGE_C_SAMPLER,
-     r"Stage C Sampler \(GDF\): 'stage_c' got a Stage B latent"),
+     r"Stage C Prior Sampler \(Stable Cascade\): 'stage_c' got a Stage B latent"),
     ("Stage C latent into Stage A Decode", rewire(DECODE, "stage_b", [STAGE_C_SAMPLER, 0]), DECODE,
-     r"Stage A Decode: 'stage_b' got a Stage C latent"),
+     r"Stage A Decode \(Stable Cascade\): 'stage_b' got a Stage C latent"),
     ("Stage C VAE into Stage A Decode", rewire(DECODE, "stage_a", [STAGE_C_VAE, 0]), DECODE,
-     r"Stage A Decode: 'stage_a' got a Stage C VAE .*, but it needs Stage A .*'Load Stage A \(VAE\)'"),
+     r"Stage A Decode \(Stable Cascade\): 'stage_a' got a Stage C VAE .*, but it needs Stage A .*'Load Stage A VAE \(Stable Cascade\)'"),
     ("Stage B model into the Stage C sampler", rewire(STAGE_C_SAMPLER, "model", [STAGE_B_MODEL, 0]), STAGE_C_SAMPLER,
-     r"'model' got a Stage B model, but it needs a Stage C model. Connect 'Load Stage C \(prior\)'"),
+     r"'model' got a Stage B model, but it needs a Stage C model. Connect 'Load Stage C Prior \(Stable Cascade\)'"),
     ("Stage C model into the Stage B sampler", rewire(STAGE_B_SAMPLER, "model", [STAGE_C_MODEL, 0]), STAGE_B_SAMPLER,
      r"'model' got a Stage C model, but it needs a Stage B model"),
     ("SD latent (host EmptyLatentImage) into Stage C",
@@ -55,9 +55,9 @@ EXECUTION_MISTAKES = [
                rewire(STAGE_C_SAMPLER, "stage_c", ["20", 0])), STAGE_C_SAMPLER,
      r"'stage_c' got a 5-D latent .* \(a video or audio latent\?\)"),
     ("a weight dtype the Stage C loader does not offer", rewire(STAGE_C_MODEL, "weight_dtype", "fp64"), STAGE_C_MODEL,
-     r"Load Stage C \(prior\): weight_dtype: 'fp64' is not one of the choices"),
-    *[(f"NaN {name} in {label}", rewire(node, name, math.nan), node, rf"{label} \(GDF\): '{name}' is nan; every number input needs a finite value")
-      for node, label, names in ((STAGE_C_SAMPLER, "Stage C Sampler", ("cfg", "shift", "cfg_rho", "eta", "denoise")),
+     r"Load Stage C Prior \(Stable Cascade\): weight_dtype: 'fp64' is not one of the choices"),
+    *[(f"NaN {name} in {label}", rewire(node, name, math.nan), node, rf"{label} \(Stable Cascade\): '{name}' is nan; every number input needs a finite value")
+      for node, label, names in ((STAGE_C_SAMPLER, "Stage C Prior Sampler", ("cfg", "shift", "cfg_rho", "eta", "denoise")),
                                  (STAGE_B_SAMPLER, "Stage B Sampler", ("cfg", "shift")))
       for name in names],
 ]
@@ -98,7 +98,7 @@ def test_a_preview_vae_that_cannot_preview_falls_back_with_a_warning(host_server
     workflow[STAGE_C_SAMPLER]["inputs"]["seed"] = 123  # not cached by another test
     result = host_server.run_prompt(workflow, timeout=600)
     assert result.outcome == "success", result.error
-    assert "previews fall back to ComfyUI's own: Stage C Sampler (GDF): 'preview_vae' got a Stage A VAE" in host_server.log_text()
+    assert "previews fall back to ComfyUI's own: Stage C Prior Sampler (Stable Cascade): 'preview_vae' got a Stage A VAE" in host_server.log_text()
 
 
 def test_a_size_far_beyond_the_memory_is_refused_with_one_that_fits(host_server, workflow):

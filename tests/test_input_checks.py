@@ -60,20 +60,20 @@ def run_stage_b(pack, model=None, stage_c=C_LATENT, stage_b=B_LATENT, positive=N
 @pytest.mark.parametrize("name", ["cfg", "shift", "cfg_rho", "eta", "denoise"])
 def test_every_float_input_of_both_samplers_must_be_finite(pack, name):
     for value in (math.nan, math.inf):
-        with pytest.raises(pack["checks"].WrongInput, match=rf"Stage C Sampler \(GDF\): '{name}' is {value}"):
+        with pytest.raises(pack["checks"].WrongInput, match=rf"Stage C Prior Sampler \(Stable Cascade\): '{name}' is {value}"):
             run_stage_c(pack, **{name: value})
-        with pytest.raises(pack["checks"].WrongInput, match=rf"Stage B Sampler \(GDF\): '{name}' is {value}"):
+        with pytest.raises(pack["checks"].WrongInput, match=rf"Stage B Sampler \(Stable Cascade\): '{name}' is {value}"):
             run_stage_b(pack, **{name: value})
 
 
 # (what goes wrong, call, pattern the message must match): each wrong kind of value the graph can deliver.
 WIRING_MISTAKES = [
     ("Stage C latent into stage_b", lambda p: run_stage_b(p, stage_b=C_LATENT),
-     r"Stage B Sampler \(GDF\): 'stage_b' got a Stage C latent \[1, 16, 6, 6\], but it needs a Stage B latent.*'Empty Cascade Latents'"),
+     r"Stage B Sampler \(Stable Cascade\): 'stage_b' got a Stage C latent \[1, 16, 6, 6\], but it needs a Stage B latent.*'Empty Latents \(Stable Cascade\)'"),
     ("Stage B latent into stage_c of Stage B", lambda p: run_stage_b(p, stage_c=B_LATENT),
      r"'stage_c' got a Stage B latent .*\[1, 4, 32, 32\], but it needs a Stage C latent \(16 channels\)"),
     ("Stage B latent into Stage C", lambda p: run_stage_c(p, latent=B_LATENT),
-     r"Stage C Sampler \(GDF\): 'stage_c' got a Stage B latent"),
+     r"Stage C Prior Sampler \(Stable Cascade\): 'stage_c' got a Stage B latent"),
     ("video latent into Stage C", lambda p: run_stage_c(p, latent={"samples": torch.zeros(1, 16, 2, 6, 6)}),
      r"'stage_c' got a 5-D latent \[1, 16, 2, 6, 6\] \(a video or audio latent\?\)"),
     ("odd Stage B latent", lambda p: run_stage_b(p, stage_b={"samples": torch.zeros(1, 4, 33, 32)}),
@@ -81,19 +81,19 @@ WIRING_MISTAKES = [
     ("NaN latent", lambda p: run_stage_c(p, latent={"samples": torch.full((1, 16, 6, 6), math.nan)}),
      r"'stage_c' holds NaN or infinite values: the node that made it failed"),
     ("Stage B model in Stage C", lambda p: run_stage_c(p, model=p["models"]["b"]),
-     r"'model' got a Stage B model, but it needs a Stage C model. Connect 'Load Stage C \(prior\)'"),
+     r"'model' got a Stage B model, but it needs a Stage C model. Connect 'Load Stage C Prior \(Stable Cascade\)'"),
     ("Stage C model in Stage B", lambda p: run_stage_b(p, model=p["models"]["c"]),
-     r"'model' got a Stage C model, but it needs a Stage B model. Connect 'Load Stage B \(decoder\)'"),
+     r"'model' got a Stage C model, but it needs a Stage B model. Connect 'Load Stage B Decoder \(Stable Cascade\)'"),
     ("SD1 CLIP into Stage B", lambda p: run_stage_b(p, positive=conditioning(768, 768)),
      r"'positive' has 768-wide pooled text embeddings but Stage B needs 1280-wide ones.*'stable_cascade'"),
     ("SD1 CLIP into Stage C", lambda p: run_stage_c(p, positive=conditioning(768, 768)),
      r"'positive' has 768-wide text embeddings but Stage C needs 1280-wide ones"),
     ("Stage C VAE into Stage A Decode", lambda p: p["latents"].StageADecode.execute(p["models"]["previewer"], B_LATENT),
-     r"Stage A Decode: 'stage_a' got a Stage C VAE \(EfficientNet encoder / Previewer\), but it needs Stage A.*'Load Stage A \(VAE\)'"),
+     r"Stage A Decode \(Stable Cascade\): 'stage_a' got a Stage C VAE \(EfficientNet encoder / Previewer\), but it needs Stage A.*'Load Stage A VAE \(Stable Cascade\)'"),
     ("Stage C latent into Stage A Decode", lambda p: p["latents"].StageADecode.execute(p["models"]["stage_a"], C_LATENT),
-     r"Stage A Decode: 'stage_b' got a Stage C latent \[1, 16, 6, 6\], but it needs a Stage B latent"),
+     r"Stage A Decode \(Stable Cascade\): 'stage_b' got a Stage C latent \[1, 16, 6, 6\], but it needs a Stage B latent"),
     ("a weight dtype no loader offers", lambda p: p["loaders"].StageCLoader.execute(p["names"]["stage_c"], "fp64"),
-     r"Load Stage C \(prior\): weight_dtype: 'fp64' is not one of the choices"),
+     r"Load Stage C Prior \(Stable Cascade\): weight_dtype: 'fp64' is not one of the choices"),
 ]
 
 
@@ -120,7 +120,7 @@ def test_a_decoded_picture_with_nan_is_refused(pack):
     try:
         with torch.no_grad():
             weight[0, 0, 0, 0] = math.nan
-        with pytest.raises(pack["checks"].NonFiniteResult, match=r"Stage A Decode: the decoded image holds NaN .*Stage A file is corrupt"):
+        with pytest.raises(pack["checks"].NonFiniteResult, match=r"Stage A Decode \(Stable Cascade\): the decoded image holds NaN .*Stage A file is corrupt"):
             pack["latents"].StageADecode.execute(stage_a, B_LATENT)
     finally:
         with torch.no_grad():
@@ -171,10 +171,10 @@ def test_sizes_beyond_the_memory_are_refused_with_one_that_fits(pack, monkeypatc
     shape = (1, 4, 256, 256)  # a 1024x1024 picture
     needed = limits.sampling_bytes(model.model.diffusion_model, "b", shape, 4)
     monkeypatch.setattr(limits, "budget_bytes", lambda device: needed / 4)
-    with pytest.raises(limits.TooLarge, match=r"Stage B Sampler \(GDF\): Stage B sampling at about 1024x1024 .* is available on this machine. "
+    with pytest.raises(limits.TooLarge, match=r"Stage B Sampler \(Stable Cascade\): Stage B sampling at about 1024x1024 .* is available on this machine. "
                                               r"The largest picture that fits is about 512x512"):
         run_stage_b(pack, stage_b={"samples": torch.zeros(shape)})
-    with pytest.raises(limits.TooLarge, match=r"Empty Cascade Latents: .* largest picture that fits"):
+    with pytest.raises(limits.TooLarge, match=r"Empty Latents \(Stable Cascade\): .* largest picture that fits"):
         monkeypatch.setattr(limits, "budget_bytes", lambda device: 1000)
         pack["latents"].EmptyLatent.execute(1024, 1024, 1)
     half = limits.sampling_bytes(model.model.diffusion_model, "b", (1, 4, 128, 128), 4)
@@ -191,7 +191,7 @@ def test_decoding_beyond_the_memory_goes_in_tiles(pack, monkeypatch):
     assert tiled.shape == whole.shape == (1, 384, 384, 3)
     assert (tiled - whole).abs().mean() < 0.05  # same picture; only the tile seams blend differently
     monkeypatch.setattr(limits, "budget_bytes", lambda device: 1000)
-    with pytest.raises(limits.TooLarge, match=r"Stage A Decode: a 384x384 picture .* even when decoded in tiles"):
+    with pytest.raises(limits.TooLarge, match=r"Stage A Decode \(Stable Cascade\): a 384x384 picture .* even when decoded in tiles"):
         pack["latents"].StageADecode.execute(stage_a, {"samples": latent})
 
 

@@ -4,7 +4,8 @@ frontend looks for them.
 Where the frontend looks (comfyui-frontend-package 1.32.9, NodeHelpService.fetchCustomNodeHelp in
 static/assets/index-*.js): for a node whose `python_module` is `custom_nodes.<folder>` it fetches
 `/extensions/<folder>/docs/<NodeId>/<locale>.md`, and when that fails
-`/extensions/<folder>/docs/<NodeId>.md`; if both fail it shows the node's description. The host
+`/extensions/<folder>/docs/<NodeId>.md`; if both fail it shows the node's description. The pack's
+route (nodes/web_routes.py) answers the locale path with the one page, so the console shows no 404. The host
 (server.py) serves WEB_DIRECTORY at `/extensions/<folder>/` as static files, .md included.
 """
 import re
@@ -16,7 +17,10 @@ from pathlib import Path
 import pytest
 
 DOCS_DIR = Path(__file__).resolve().parents[1] / "web" / "docs"
-DEFAULT_COLUMN = 1  # input rows: | `name` | type | default | meaning |
+# One list item per input or output, narrow enough for the help panel (306 px wide in 1.32.9):
+#   - **`width`** · INT, default `1024`: Width of the final image ...
+ITEM = re.compile(r"^- \*\*`([^`]+)`\*\*(.*)$")
+DEFAULT = re.compile(r"default `([^`]*)`")
 
 
 def _page(node_id):
@@ -24,15 +28,15 @@ def _page(node_id):
 
 
 def _rows(text, section):
-    """{name: [cells after the name]} for the table rows under `## <section>` whose first cell is a `code` name."""
+    """{name: the rest of its line} for the list items under `## <section>` that start with a **`name`**."""
     rows, inside = {}, False
     for line in text.splitlines():
         if line.startswith("## "):
             inside = line[3:].strip() == section
             continue
-        match = re.match(r"^\|\s*`([^`]+)`\s*\|(.*)\|\s*$", line)
+        match = ITEM.match(line)
         if inside and match:
-            rows.setdefault(match.group(1), [cell.strip() for cell in match.group(2).split("|")])
+            rows.setdefault(match.group(1), match.group(2))
     return rows
 
 
@@ -62,7 +66,8 @@ def test_every_input_and_output_is_on_its_page_with_its_default(pack_node_classe
                 problems.append(f"{schema.node_id}: input `{node_input.id}` has no row under ## Inputs")
                 continue
             default = getattr(node_input, "default", None)
-            shown = row[DEFAULT_COLUMN].strip("`") if len(row) > DEFAULT_COLUMN else None
+            shown = DEFAULT.search(row)
+            shown = shown.group(1) if shown else None
             if default is not None and shown != str(default):
                 problems.append(
                     f"{schema.node_id}: input `{node_input.id}` defaults to {default!r} in the code, the page says {shown!r}"
@@ -70,6 +75,8 @@ def test_every_input_and_output_is_on_its_page_with_its_default(pack_node_classe
         for output in schema.outputs:
             if output.display_name not in outputs:
                 problems.append(f"{schema.node_id}: output `{output.display_name}` has no row under ## Outputs")
+        if any(line.startswith("|") and line.count("|") > 3 for line in text.splitlines()):
+            problems.append(f"{schema.node_id}: a table of more than two columns does not fit the 306 px help panel")
         if len(text.splitlines()) > 80:
             problems.append(f"{schema.node_id}: page has {len(text.splitlines())} lines; keep it short")
     assert not problems, "\n".join(problems)
@@ -84,6 +91,8 @@ def test_the_frontend_still_fetches_docs_where_the_pages_are():
     code = bundles[0].read_text(encoding="utf-8", errors="replace")
     assert re.search(r"/extensions/\$\{\w+\}/docs/\$\{\w+\.name\}\.md`", code), \
         "the frontend no longer fetches /extensions/<pack>/docs/<NodeId>.md"
+    assert re.search(r"/extensions/\$\{\w+\}/docs/\$\{\w+\.name\}/\$\{\w+\}\.md`", code), \
+        "the frontend no longer asks for /extensions/<pack>/docs/<NodeId>/<locale>.md first (nodes/web_routes.py serves it)"
 
 
 def _get(url):
@@ -120,7 +129,8 @@ def test_the_host_serves_every_page_at_the_url_the_frontend_fetches(host_server,
         if url is None:
             problems.append(f"{schema.node_id}: no page at {tried}")
             continue
-        assert url.endswith(f"/docs/{schema.node_id}.md"), url
+        # The locale page comes first (no 404 in the browser console), and it is the same page.
+        assert url.endswith(f"/docs/{schema.node_id}/en.md"), url
         if body != _page(schema.node_id).read_bytes():
             problems.append(f"{schema.node_id}: {url} does not answer with web/docs/{schema.node_id}.md")
     assert not problems, "\n".join(problems)

@@ -323,11 +323,11 @@ def test_encode_nodes_refuse_what_is_not_an_rgb_image(nodes, coder_vae, stage_a_
         encode(torch.rand(1, 256, 256, 4), coder_vae)
     with pytest.raises(ValueError, match="64x48, smaller than the 256 px"):
         encode(torch.rand(1, 48, 64, 3), coder_vae)
-    with pytest.raises(ValueError, match="Stage C Encode \\(EfficientNet\\): 'vae' got a Stage A VAE, but it needs a Stage C VAE with its EfficientNet encoder"):
+    with pytest.raises(ValueError, match="Stage C Encode \\(Stable Cascade\\): 'vae' got a Stage A VAE, but it needs a Stage C VAE with its EfficientNet encoder"):
         encode(torch.rand(1, 256, 256, 3), stage_a_vaes[0])
     with pytest.raises(ValueError, match="looks like a MASK"):
         nodes.images.StageAEncode.execute(stage_a_vaes[0], torch.rand(1, 64, 64))
-    with pytest.raises(ValueError, match="Stage A Encode: 'stage_a' got a Stage C VAE .*, but it needs Stage A"):
+    with pytest.raises(ValueError, match="Stage A Encode \\(Stable Cascade\\): 'stage_a' got a Stage C VAE .*, but it needs Stage A"):
         nodes.images.StageAEncode.execute(coder_vae, torch.rand(1, 64, 64, 3))
     with pytest.raises(ValueError, match="Stage A needs at least 8 px"):
         nodes.images.StageAEncode.execute(stage_a_vaes[0], torch.rand(1, 4, 64, 3))

@@ -83,7 +83,7 @@ def refusal(env, model, shift=2.0):
     with pytest.raises(UnsupportedModelPatch) as caught:
         sample_c(env, model, shift=shift)
     message = str(caught.value)
-    assert message.startswith("Stage C Sampler (GDF): the MODEL carries patches")
+    assert message.startswith("Stage C Prior Sampler (Stable Cascade): the MODEL carries patches")
     return message
 
 

@@ -27,7 +27,7 @@ class FileKind:
     loader_detail: str = ""  # after the node names: an input name, a type to pick, a note
 
     def taken_by(self):
-        """"'Load Stage C (prior)'", "the host's 'Load CLIP' node with type 'stable_cascade'", or None."""
+        """"'Load Stage C Prior (Stable Cascade)'", "the host's 'Load CLIP' node with type 'stable_cascade'", or None."""
         if not self.loaders:
             return None
         names = " or ".join(f"'{loader.display_name}'" for loader in self.loaders)
@@ -35,10 +35,10 @@ class FileKind:
         return f"{text} {self.loader_detail}" if self.loader_detail else text
 
 
-STAGE_C_LOADER = Loader("SCPack_StageCLoader", "Load Stage C (prior)")
-STAGE_B_LOADER = Loader("SCPack_StageBLoader", "Load Stage B (decoder)")
-STAGE_A_LOADER = Loader("SCPack_StageALoader", "Load Stage A (VAE)")
-CODER_LOADER = Loader("SCPack_StageCCoderLoader", "Load EfficientNet encoder + Previewer")
+STAGE_C_LOADER = Loader("SCPack_StageCLoader", "Load Stage C Prior (Stable Cascade)")
+STAGE_B_LOADER = Loader("SCPack_StageBLoader", "Load Stage B Decoder (Stable Cascade)")
+STAGE_A_LOADER = Loader("SCPack_StageALoader", "Load Stage A VAE (Stable Cascade)")
+CODER_LOADER = Loader("SCPack_StageCCoderLoader", "Load Stage C VAE (Stable Cascade)")
 
 FILE_KINDS = {record.kind: record for record in (
     FileKind("stage_c", "Stage C", "Stage C", "a Stage C file (stage_c*.safetensors)", "Stage C loader",
@@ -61,7 +61,7 @@ FILE_KINDS = {record.kind: record for record in (
              (Loader("ControlNetLoader", "Load ControlNet Model", host=True),),
              "(this pack's ControlNet nodes are not written yet)"),
     FileKind("lora", "LoRA", "LoRA", "a Stable Cascade LoRA file", "LoRA loader",
-             (Loader("SCPack_StageCLoraLoader", "Load Stage C LoRA"),)),
+             (Loader("SCPack_StageCLoraLoader", "Load Stage C LoRA (Stable Cascade)"),)),
     FileKind("text_encoder", "text encoder", "text encoder", "a CLIP-G text encoder file", "text encoder loader",
              (Loader("CLIPLoader", "Load CLIP", host=True),), "with type 'stable_cascade'"),
     FileKind("clip_vision", "CLIP vision model", "CLIP vision model", "a CLIP vision file", "CLIP vision loader",
