@@ -127,7 +127,7 @@ def test_denoise_starts_from_the_noised_input(nodes):
 def test_the_samplers_refuse_the_wrong_model_and_foreign_conditioning(nodes):
     loaders, paths = nodes["loaders"], nodes["paths"]
     model_b = loaders.StageBLoader.execute(paths["stage_b"].name, "default").args[0]
-    with pytest.raises(ValueError, match="Stage C Sampler.*'model' got a Stage B model, but it needs a Stage C model.*Load Stage C"):
+    with pytest.raises(ValueError, match="Stage C Prior Sampler.*'model' got a Stage B model, but it needs a Stage C model.*Load Stage C"):
         stage_c(nodes, model_b, {"samples": torch.zeros(1, 16, 6, 6)})
     model_c = loaders.StageCLoader.execute(paths["stage_c"].name, "default").args[0]
     sdxl_like = [[torch.randn(1, 77, 2048), {"pooled_output": torch.randn(1, 1280)}]]
