@@ -7,10 +7,16 @@ sizes runs in query chunks (stages/blocks.py), each one a submodule call, so no 
 """
 from contextlib import contextmanager
 
+import torch
+
 import comfy.model_management as mm
 
 
 def _raise_if_interrupted(module, inputs):
+    # Inside a torch.compile'd network (the fast path) a Python check would break the graph into
+    # pieces; there the host's own checks between steps remain.
+    if torch.compiler.is_compiling():
+        return
     mm.throw_exception_if_processing_interrupted()
 
 
