@@ -1,1 +1,1 @@
-"""Pure PyTorch Stable Cascade ControlNet and its preprocessing (canny, inpaint, super-resolution, face)."""
+"""Stable Cascade ControlNets in pure PyTorch: the network, what a file holds, and each use's control input."""

@@ -7,6 +7,7 @@ folder is inert in custom_nodes/.
     pack_env          where the pinned host lives; importing the pack (`stable_cascade_pack`) and the host in-process
     host_server       the real host as a subprocess with the pack installed, and a client for it
     standin_models    tiny seeded Stable Cascade networks written as the released files are
+    standin_controlnets  seeded random ControlNets of the released layout that fit the tiny Stage C
     standin_clip_g    a seeded random CLIP-G text encoder file (made once per machine)
     editor_browser    the host's own editor (its frontend) in headless Chromium, driven by Playwright
 

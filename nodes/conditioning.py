@@ -4,16 +4,16 @@ import torch
 CLIP_IMAGE_WIDTH = 768  # ViT-L/14 image embeddings, the original's clip_img
 
 # Conditioning entries the host's own samplers act on but the GDF sampler does not (yet): refusing
-# them is better than silently sampling without them.
+# them is better than silently sampling without them. Stage C takes cascade ControlNets.
 UNSUPPORTED_ENTRIES = {
-    "control": "a ControlNet from the host's Apply ControlNet",
+    "control": "a ControlNet (ControlNets act on Stage C only)",
     "area": "an area from ConditioningSetArea",
     "mask": "a mask from ConditioningSetMask",
     "gligen": "GLIGEN boxes",
 }
 
 
-def _single_entry(conditioning, input_name):
+def _single_entry(conditioning, input_name, allowed=()):
     if not conditioning:
         raise ValueError(f"'{input_name}' is empty: connect a CLIPTextEncode output")
     if len(conditioning) > 1:
@@ -22,7 +22,7 @@ def _single_entry(conditioning, input_name):
             "Use ConditioningConcat to join prompts."
         )
     tokens, extras = conditioning[0]
-    unsupported = [what for key, what in UNSUPPORTED_ENTRIES.items() if extras.get(key) is not None]
+    unsupported = [what for key, what in UNSUPPORTED_ENTRIES.items() if key not in allowed and extras.get(key) is not None]
     if unsupported:
         raise ValueError(
             f"'{input_name}' carries {', '.join(unsupported)}, which the GDF sampler does not apply; "
@@ -64,7 +64,7 @@ def _check_width(input_name, what, tensor, width, stage):
 
 def stage_c_inputs(conditioning, batch_size, text_width, input_name, pooled_width=None):
     """clip_text [B,T,1280], clip_text_pooled [B,1,1280], clip_img [B,N,768] for Stage C."""
-    tokens, pooled, extras = _single_entry(conditioning, input_name)
+    tokens, pooled, extras = _single_entry(conditioning, input_name, allowed=("control",))
     _check_width(input_name, "text embeddings", tokens, text_width, "C")
     if pooled_width is not None:
         _check_width(input_name, "pooled text embeddings", pooled, pooled_width, "C")

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..samplers.gdf import diffuse, sample
 from .choices import choice_problems
+from .cascade_control import control_chain, control_models, control_schedules
 from .conditioning import stage_b_inputs, stage_c_inputs
 from . import memory_limits
 from .host_models import cascade_stage_of
@@ -76,8 +77,12 @@ def _nonfinite_cause(network, compute_dtype):
 
 @torch.no_grad()
 def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise,
-            preview_vae=None, node_name="GDF sampler"):
-    """Sample with the original GDF on a host MODEL; returns a host LATENT."""
+            preview_vae=None, node_name="GDF sampler", control_chains=None):
+    """Sample with the original GDF on a host MODEL; returns a host LATENT.
+
+    control_chains: (positive's, negative's) cascade ControlNets, loaded with the model; their residuals
+    are computed once and reach Stage C as the `cnet` condition.
+    """
     call_network = network_caller(model, node_name, shift)
     if denoise <= 0.0:
         return dict(latent)
@@ -91,19 +96,28 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     # CFG-doubled batch, at least room for the plain batch.
     batch_shape = list(latent["samples"].shape)
     doubled_shape = [batch_shape[0] * 2] + batch_shape[1:]
+    control_chains = control_chains or ()
     mm.load_models_gpu(
-        [model],
+        [model, *control_models(control_chains)],
         memory_required=host_model.memory_required(doubled_shape),
         minimum_memory_required=host_model.memory_required(batch_shape),
     )
     device = model.load_device
 
+    if any(control_chains):
+        conditions["cnet"], unconditional["cnet"] = control_schedules(
+            control_chains, host_model.diffusion_model, latent["samples"].shape, shift, compute_dtype)
+
     def run_network(x, r, **inputs):
         # Looked up per call: the host's torch.compile wrapper swaps the compiled network in here.
         return host_model.diffusion_model(x, r, **inputs)
 
-    def epsilon(x, r, **inputs):
+    def epsilon(x, r, cnet=None, **inputs):
         # The conditions arrive already cast (below) and moved (by the sampler): no per-step copies.
+        if cnet is not None:  # ControlNet residuals (computed in compute_dtype): those whose noise range holds r
+            residuals = cnet.at(float(r[0]))
+            if residuals is not None:
+                inputs["cnet"] = residuals
         x, r = x.to(device=device, dtype=compute_dtype), r.to(device=device, dtype=torch.float32)
         return call_network(run_network, x, r, **inputs).float()
 
@@ -222,9 +236,10 @@ class StageCSampler(GDFSampler):
         unconditional = stage_c_inputs(negative, batch, text_width, "negative", pooled_width)
         # The original's unconditional image embedding: zeros, shaped like the conditional one.
         unconditional["clip_img"] = torch.zeros_like(conditions["clip_img"])
+        chains = (control_chain(positive[0][1], "positive"), control_chain(negative[0][1], "negative"))
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
-                         node_name=STAGE_C_NODE)
+                         node_name=STAGE_C_NODE, control_chains=chains)
         return io.NodeOutput(result)
 
 

@@ -19,7 +19,7 @@ from collections import namedtuple
 
 import torch
 
-from . import guidance
+from . import forward_process, guidance
 from .noise_condition import noise_condition
 from .scaler import vp_scalers
 from .schedule import logSNR as schedule_logSNR
@@ -53,20 +53,14 @@ def draw_step_noise(steps, shape, generator, device):
 
 
 def diffuse(x_clean, t, generator=None, shift=1.0):
-    """Noise a clean latent to time t: x_t = a * x_clean + b * eps. Returns (x_t, eps).
+    """Noise a clean latent to time t for image-to-image: returns (x_t, eps), eps the next draw of `generator`.
 
-    eps is the next draw of `generator`. The official image-to-image notebooks diffuse with shift 1
-    even though Stage C then samples with shift 2 from the same t (the image ends up less noisy than
-    the sampler assumes); keep shift=1.0 to reproduce them.
+    The official image-to-image notebooks diffuse with shift 1 even though Stage C then samples with
+    shift 2 from the same t (the image ends up less noisy than the sampler assumes); keep shift=1.0
+    to reproduce them. Training uses `forward_process.diffuse`, which returns everything GDF's does.
     """
-    x_clean = x_clean.float()
-    batch = x_clean.shape[0]
-    t = torch.as_tensor(t, dtype=torch.float32)
-    t = t.expand(batch) if t.dim() == 0 else t
-    eps = draw_noise(x_clean.shape, generator, x_clean.device)
-    a, b = vp_scalers(schedule_logSNR(t, shift).to(x_clean.device))
-    per_sample = (-1,) + (1,) * (x_clean.dim() - 1)
-    return x_clean * a.view(per_sample) + eps * b.view(per_sample), eps
+    diffused = forward_process.diffuse(x_clean, t=t, generator=generator, shift=shift)
+    return diffused.noised, diffused.noise
 
 
 def sample(model, steps, callback=None, **arguments):
@@ -154,6 +148,8 @@ def _cat(cond, uncond):
         return torch.cat([cond, uncond.to(cond.device)])
     if isinstance(cond, (list, tuple)):
         return [None if c is None else _cat(c, u) for c, u in zip(cond, uncond)]
+    if hasattr(cond, "cat"):  # a batched condition object (controlnet.schedule.ControlSchedule)
+        return cond.cat(uncond)
     return cond  # non-tensor settings are shared by both halves
 
 
@@ -164,6 +160,8 @@ def _to(value, device):
         return {key: _to(v, device) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to(v, device) for v in value]
+    if hasattr(value, "to"):  # a batched condition object (controlnet.schedule.ControlSchedule)
+        return value.to(device)
     return value
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
-from devtools import standin_clip_g, standin_clip_vision, standin_models  # noqa: E402
+from devtools import standin_clip_g, standin_clip_vision, standin_controlnets, standin_models  # noqa: E402
 from devtools.editor_browser import open_editor, prepare_settings  # noqa: E402
 from devtools.host_server import HostServer  # noqa: E402
 from devtools.ui_workflows import build_all  # noqa: E402
@@ -43,6 +43,7 @@ def main(names):
         server = HostServer(Path(scratch) / "base")
         # Stand-ins under the released names, so the loaders find what the templates name.
         written = standin_models.write_standin_models(Path(scratch) / "models")
+        written.update(standin_controlnets.write_standin_controlnets(Path(scratch) / "models"))
         for path in written.values():
             server.add_model(path.parent.name, path)
         server.add_model("loras", write_standin_lora(written["stage_c"], Path(scratch) / "stage_c_lora.safetensors"))

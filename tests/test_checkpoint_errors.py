@@ -55,7 +55,7 @@ def test_comfyui_style_lora_is_recognised():
 def test_controlnet_in_unet_loader(reference, name, variant):
     message = error_for(shapes(reference, name), "stage_c", f"{variant}.safetensors")
     assert f"{variant}.safetensors is a Stable Cascade ControlNet ({variant}," in message
-    assert "Load ControlNet Model" in message
+    assert "Load ControlNet (Stable Cascade)" in message
 
 
 def test_text_encoder_in_unet_loader():

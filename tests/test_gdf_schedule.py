@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from stable_cascade_pack.samplers.gdf import noise_levels
+from stable_cascade_pack.samplers.loss_weights import p2_loss_weight
 from stable_cascade_pack.samplers.noise_condition import noise_condition
 from stable_cascade_pack.samplers.scaler import vp_scalers
 from stable_cascade_pack.samplers.schedule import LOGSNR_LIMITS, logSNR, logSNR_unclamped, t_from_logSNR
@@ -37,7 +38,7 @@ def test_every_scalar_key(scalars, scalars_shift):
         "a": levels.a,
         "b": levels.b,
         "r": levels.r,
-        "p2_loss_weight": torch.sigmoid(-levels.logSNR),  # training only: 1 / (1 + e^logSNR)
+        "p2_loss_weight": p2_loss_weight(levels.logSNR),  # training only: 1 / (1 + e^logSNR)
     }
     for key, value in ours.items():
         expected = scalars[f"shift{shift:g}.{key}"]
