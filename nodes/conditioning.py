@@ -53,14 +53,21 @@ def _clip_image_embeddings(extras, batch_size):
     return to_batch(torch.cat(embeds, dim=1), batch_size, "the CLIP image embedding")
 
 
-def stage_c_inputs(conditioning, batch_size, text_width, input_name):
-    """clip_text [B,T,1280], clip_text_pooled [B,1,1280], clip_img [B,N,768] for Stage C."""
-    tokens, pooled, extras = _single_entry(conditioning, input_name, allowed=("control",))
-    if tokens.shape[-1] != text_width:
+def _check_width(input_name, what, tensor, width, stage):
+    """A text encoder other than CLIP-G gives other widths (SD1's CLIP-L: 768, SDXL's pair: 2048)."""
+    if tensor.shape[-1] != width:
         raise ValueError(
-            f"'{input_name}' has {tokens.shape[-1]}-wide text embeddings but Stage C expects {text_width}: "
+            f"'{input_name}' has {tensor.shape[-1]}-wide {what} but Stage {stage} needs {width}-wide ones: "
             "encode the prompt with a CLIP loaded as type 'stable_cascade' (CLIP-G)"
         )
+
+
+def stage_c_inputs(conditioning, batch_size, text_width, input_name, pooled_width=None):
+    """clip_text [B,T,1280], clip_text_pooled [B,1,1280], clip_img [B,N,768] for Stage C."""
+    tokens, pooled, extras = _single_entry(conditioning, input_name, allowed=("control",))
+    _check_width(input_name, "text embeddings", tokens, text_width, "C")
+    if pooled_width is not None:
+        _check_width(input_name, "pooled text embeddings", pooled, pooled_width, "C")
     return {
         "clip_text": to_batch(tokens, batch_size, f"'{input_name}'").float(),
         "clip_text_pooled": to_batch(pooled.reshape(pooled.shape[0], 1, -1), batch_size, f"'{input_name}'").float(),
@@ -68,9 +75,11 @@ def stage_c_inputs(conditioning, batch_size, text_width, input_name):
     }
 
 
-def stage_b_inputs(conditioning, stage_c_latent, batch_size, input_name):
+def stage_b_inputs(conditioning, stage_c_latent, batch_size, input_name, pooled_width=None):
     """effnet (the Stage C latent) and clip (the pooled text) for Stage B."""
     _, pooled, _ = _single_entry(conditioning, input_name)
+    if pooled_width is not None:
+        _check_width(input_name, "pooled text embeddings", pooled, pooled_width, "B")
     return {
         "effnet": to_batch(stage_c_latent, batch_size, "the Stage C latent").float(),
         "clip": to_batch(pooled.reshape(pooled.shape[0], 1, -1), batch_size, f"'{input_name}'").float(),

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 
 from ..stages.effnet import resize_for_encoder
 from ..stages.latent_sizes import ORIGINAL_COMPRESSION, encoder_input_size
+from .input_checks import check_finite_numbers, check_vae
 from .latents import MIN_SIZE, SIZE_STEP, compression_inputs, latent_sizes
 
 CATEGORY = "stable_cascade/latent"
@@ -40,12 +41,6 @@ def center_crop_to_multiple(image, step):
     return image[:, top:top + height, left:left + width]
 
 
-def _check_vae(vae, channels, downscale, what, hint):
-    if getattr(vae, "latent_channels", None) != channels or getattr(vae, "downscale_ratio", None) != downscale:
-        found = getattr(vae, "latent_channels", "?")
-        raise ValueError(f"the 'vae' input makes {found}-channel latents; {what} needs {hint}")
-
-
 class StageCEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -73,13 +68,14 @@ class StageCEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, vae, compression="original", compression_number=ORIGINAL_COMPRESSION):
+        check_finite_numbers("Stage C Encode (Stable Cascade)", compression_number=compression_number)
         image = rgb_images(image)
         if min(image.shape[1:3]) < MIN_SIZE:
             raise ValueError(
                 f"the image is {image.shape[2]}x{image.shape[1]}, smaller than the {MIN_SIZE} px per side the cascade takes; "
                 "scale it up first (e.g. 'Upscale Image')"
             )
-        _check_vae(vae, 16, 32, "Stage C Encode", "the Stage C VAE with the EfficientNet encoder (16 channels), not Stage A")
+        check_vae("Stage C Encode (Stable Cascade)", "vae", vae, "stage_c_encoder")
         picture = center_crop_to_multiple(image, SIZE_STEP)
         height, width = picture.shape[1:3]
         stage_c_hw, stage_b_hw = latent_sizes(width, height, compression, compression_number)
@@ -112,7 +108,7 @@ class StageAEncode(io.ComfyNode):
         image = rgb_images(image)
         if min(image.shape[1:3]) < STAGE_A_MIN_SIZE:
             raise ValueError(f"the image is {image.shape[2]}x{image.shape[1]}; Stage A needs at least {STAGE_A_MIN_SIZE} px per side")
-        _check_vae(stage_a, 4, 4, "Stage A Encode", "Stage A (4 channels), not the Stage C encoder")
+        check_vae("Stage A Encode (Stable Cascade)", "stage_a", stage_a, "stage_a")
         return io.NodeOutput({"samples": stage_a.encode(center_crop_to_multiple(image, SIZE_STEP))})
 
 

@@ -1,4 +1,6 @@
 """Latent nodes: empty Stage C / Stage B latents for a picture size, Stage A decoding."""
+import logging
+
 import torch
 
 import comfy.model_management as mm
@@ -6,7 +8,11 @@ import nodes as host_nodes
 from comfy_api.latest import io
 
 from ..stages.latent_sizes import COMPRESSION_MODES, ORIGINAL_COMPRESSION, stage_b_size, stage_c_compression, stage_c_size
+from . import memory_limits
 from .choices import choice_problems
+from .input_checks import STAGE_B_LATENT, check_finite_numbers, check_finite_result, check_latent, check_vae
+from .interrupts import interruptible
+from .memory_limits import TooLarge, gib, largest_fitting_picture, refuse_if_too_large
 
 CATEGORY = "stable_cascade/latent"
 SIZE_STEP = 8  # Stage B unshuffles its latent (image / 4) by 2, so image sides must be multiples of 8
@@ -83,8 +89,12 @@ class EmptyLatent(io.ComfyNode):
 
     @classmethod
     def execute(cls, width, height, batch_size, compression="original", compression_number=ORIGINAL_COMPRESSION):
+        check_finite_numbers("Empty Latents (Stable Cascade)", compression_number=compression_number)
         (c_h, c_w), (b_h, b_w) = latent_sizes(width, height, compression, compression_number)
         device = mm.intermediate_device()
+        needed = batch_size * (16 * c_h * c_w + 4 * b_h * b_w) * 4
+        refuse_if_too_large("Empty Latents (Stable Cascade)", "the empty latents", needed, memory_limits.budget_bytes(device),
+                            (width, height), batch_size)
         stage_c = torch.zeros(batch_size, 16, c_h, c_w, device=device)
         stage_b = torch.zeros(batch_size, 4, b_h, b_w, device=device)
         return io.NodeOutput({"samples": stage_c}, {"samples": stage_b})
@@ -107,11 +117,46 @@ class StageADecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, stage_a, stage_b):
-        samples = stage_b["samples"]
-        if samples.shape[1] != 4:
-            raise ValueError(f"'stage_b' has {samples.shape[1]} channels; a Stage B latent has 4 (is this a Stage C latent?)")
+        node = "Stage A Decode (Stable Cascade)"
+        check_vae(node, "stage_a", stage_a, "stage_a")
+        samples = check_latent(node, "stage_b", stage_b, STAGE_B_LATENT)
+        with interruptible(stage_a.first_stage_model):  # a large picture is one long call otherwise
+            image = decode_within_memory(node, stage_a, samples)
+        check_finite_result(node, image, "the decoded image",
+                            "the Stage A file is corrupt (NaN weights) or it ran in a dtype that overflowed; "
+                            "load stage_a.safetensors again with 'Load Stage A VAE (Stable Cascade)'.")
         # The host's own Stage A VAE (Load VAE) does not clamp: later nodes would see values outside 0..1.
-        return io.NodeOutput(stage_a.decode(samples).clamp(0.0, 1.0))
+        return io.NodeOutput(image.clamp(0.0, 1.0))
+
+
+DECODE_TILE = 64  # latent pixels per tile side (256 picture pixels), the host's default
+
+
+def decode_within_memory(node, vae, samples):
+    """Decodes whole when it fits, in tiles when only tiles fit; refuses when not even the picture fits.
+
+    Stage A is convolutional, so tiles (with the host's overlapping three-pass blend) stay faithful;
+    each tile reports progress, which is also where the host's interrupt lands.
+    """
+    budget = memory_limits.budget_bytes(vae.device)
+    needed = vae.memory_used_decode(samples.shape, vae.vae_dtype)
+    if needed <= budget:
+        return vae.decode(samples)
+    batch, _, height, width = samples.shape
+    scale = vae.upscale_ratio
+    picture_bytes = batch * 3 * height * width * scale * scale * 4
+    tile_bytes = vae.memory_used_decode((1, samples.shape[1], DECODE_TILE, DECODE_TILE), vae.vae_dtype)
+    # The tiled decode keeps the picture and its blending weights (about 3 pictures) beside one tile.
+    if 3 * picture_bytes + tile_bytes > budget:
+        fit = largest_fitting_picture(width * scale, height * scale, 3 * picture_bytes + tile_bytes, budget)
+        raise TooLarge(
+            f"{node}: a {width * scale}x{height * scale} picture (batch {batch}) needs about {gib(3 * picture_bytes)} "
+            f"even when decoded in tiles, but only {gib(budget)} is available. The largest that fits is about "
+            f"{fit[0]}x{fit[1]}; set that size in 'Empty Latents (Stable Cascade)'."
+        )
+    logging.warning(f"[stable cascade] {node}: decoding needs about {gib(needed)} at once, {gib(budget)} is available: "
+                    "decoding in tiles")
+    return vae.decode_tiled(samples, tile_x=DECODE_TILE, tile_y=DECODE_TILE, overlap=16)
 
 
 NODES = [EmptyLatent, StageADecode]

@@ -4,6 +4,7 @@ from comfy_api.latest import io
 from . import host_models
 from .choices import choice_problems
 from .file_kinds import ordered_choices
+from .input_checks import WrongInput
 from .model_files import filenames, full_path, load_network
 
 CATEGORY = "stable_cascade/loaders"
@@ -39,11 +40,16 @@ class DiffusionModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, unet_name, weight_dtype):
-        return choice_problems(unet_name=(unet_name, filenames(*UNET_FOLDERS)), weight_dtype=(weight_dtype, cls.DTYPES))
+    def validate_inputs(cls, unet_name):
+        # One input only: the host files a returned message under every input named here. weight_dtype
+        # is a fixed list the editor cannot get wrong; execute checks it for API prompts.
+        return choice_problems(unet_name=(unet_name, filenames(*UNET_FOLDERS)))
 
     @classmethod
     def execute(cls, unet_name, weight_dtype="default"):
+        problem = choice_problems(weight_dtype=(weight_dtype, cls.DTYPES))
+        if problem is not True:
+            raise WrongInput(f"{cls.DISPLAY_NAME}: {problem}")
         network_sd, config = load_network(unet_name, UNET_FOLDERS, f"stage_{cls.STAGE}")
         model = host_models.build_diffusion_model(cls.STAGE, network_sd, config, host_models.WEIGHT_DTYPES[weight_dtype],
                                                   source_path=full_path(unet_name, *UNET_FOLDERS))

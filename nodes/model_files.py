@@ -4,7 +4,7 @@ import os
 import comfy.utils
 import folder_paths
 
-from ..stages.checkpoint import CheckpointError, load_checkpoint
+from ..stages.checkpoint import CheckpointError, check_network_fits, load_checkpoint
 
 
 def filenames(*folders):
@@ -42,4 +42,7 @@ def read_state_dict(path):
 
 def load_network(filename, folders, want):
     """(pack-layout state dict, constructor kwargs) of network `want` from a file in these folders."""
-    return load_checkpoint(full_path(filename, *folders), want, read_state_dict)
+    path = full_path(filename, *folders)
+    state_dict, config = load_checkpoint(path, want, read_state_dict)
+    check_network_fits(want, state_dict, config, os.path.basename(path))  # names the key before PyTorch would not
+    return state_dict, config

@@ -14,11 +14,14 @@ import numpy as np
 from PIL import Image
 
 import comfy.latent_formats
+import comfy.model_management
 import folder_paths
 import latent_preview
 from comfy.cli_args import LatentPreviewMethod, args
 
 from . import host_models
+from .input_checks import vae_problem
+from . import memory_limits
 from .model_files import load_network
 
 PREVIEWER_FOLDERS = ("vae_approx", "vae")
@@ -41,32 +44,61 @@ def installed_previewer():
             mtime = os.path.getmtime(path)
             cached = _installed_previewers.get(path)
             if cached is not None and cached[0] == mtime:
+                if cached[1] is None:
+                    continue
                 return cached[1]
             try:
                 vae = host_models.build_stage_c_coder_vae(previewer_parts=load_network(name, (folder,), "previewer"))
-            except ValueError as error:  # not a Previewer after all: previews are no reason to fail
+            except Exception as error:  # a malformed or foreign file: previews are no reason to fail a prompt
                 logging.warning(f"[stable cascade] {name} is not usable as a Previewer for previews: {error}")
+                _installed_previewers[path] = (mtime, None)  # warn once per file version, not every step
                 continue
             _installed_previewers[path] = (mtime, vae)
             return vae
     return None
 
 
-def make_preview_fn(model_patcher, preview_vae=None):
-    """A function x0 (model space) -> the host's preview tuple, or None when previews are off."""
+def make_preview_fn(model_patcher, preview_vae=None, node="Stage C Prior Sampler (Stable Cascade)"):
+    """A function x0 (model space) -> the host's preview tuple, or None when previews are off.
+
+    Previews never fail a prompt: a preview_vae that cannot preview, a Previewer that raises, or a
+    latent too large to preview falls back to the host's own preview, with a warning in the log.
+    """
     latent_format = model_patcher.model.latent_format
+    if preview_vae is not None:
+        problem = vae_problem(node, "preview_vae", preview_vae, "stage_c_previewer")
+        if problem is not None:
+            logging.warning(f"[stable cascade] previews fall back to ComfyUI's own: {problem}")
+            preview_vae = None
     if preview_vae is None and args.preview_method != LatentPreviewMethod.NoPreviews:
         if isinstance(latent_format, comfy.latent_formats.SC_Prior):
             preview_vae = installed_previewer()
-    if preview_vae is not None:
-
-        def previewer_preview(x0):
-            image = preview_vae.decode(latent_format.process_out(x0[:1]))
-            return ("JPEG", _to_pil(image), args.preview_size)
-
-        return previewer_preview
-
     host_previewer = latent_preview.get_previewer(model_patcher.load_device, latent_format)
-    if host_previewer is None:
-        return None
-    return lambda x0: host_previewer.decode_latent_to_preview_image("JPEG", x0)
+
+    def host_preview(x0):
+        return host_previewer.decode_latent_to_preview_image("JPEG", x0) if host_previewer is not None else None
+
+    if preview_vae is None:
+        return host_preview if host_previewer is not None else None
+
+    failed = []
+
+    def previewer_preview(x0):
+        if failed:
+            return host_preview(x0)
+        try:
+            latent = latent_format.process_out(x0[:1])
+            needed = preview_vae.memory_used_decode(latent.shape, preview_vae.vae_dtype)
+            if needed > memory_limits.budget_bytes(preview_vae.device):
+                raise MemoryError(f"a preview of this size needs about {needed / 1024**3:.1f} GiB")
+            image = preview_vae.decode(latent)
+            return ("JPEG", _to_pil(image), args.preview_size)
+        except Exception as error:  # a broken Previewer costs the previews, never the prompt
+            if isinstance(error, comfy.model_management.InterruptProcessingException):
+                raise
+            logging.warning(f"[stable cascade] the Previewer failed ({type(error).__name__}: {error}); "
+                            "previews fall back to ComfyUI's own for the rest of this sampling")
+            failed.append(error)
+            return host_preview(x0)
+
+    return previewer_preview

@@ -10,7 +10,11 @@ from ..samplers.gdf import diffuse, sample
 from .choices import choice_problems
 from .cascade_control import control_chain, control_models, control_schedules
 from .conditioning import stage_b_inputs, stage_c_inputs
+from . import memory_limits
 from .host_models import cascade_stage_of
+from .input_checks import (STAGE_B_LATENT, STAGE_C_LATENT, NonFiniteResult, check_finite_numbers, check_latent,
+                           check_model, nonfinite_weights)
+from .interrupts import interruptible
 from .model_patches import network_caller
 from .previews import make_preview_fn
 
@@ -42,11 +46,33 @@ def _common_inputs(steps, cfg, shift):
     ]
 
 
-def _check_model(model, stage):
-    found = cascade_stage_of(model)
-    if found != stage:
-        what = f"a Stage {found.upper()} model" if found else "not a Stable Cascade model"
-        raise ValueError(f"the 'model' input is {what}; this sampler needs a Stage {stage.upper()} model")
+STAGE_C_NODE = "Stage C Prior Sampler (Stable Cascade)"
+STAGE_B_NODE = "Stage B Sampler (Stable Cascade)"
+# Picture pixels per latent pixel, for the sizes a refusal suggests.
+PICTURE_SCALE = {"c": 42.67, "b": 4}
+
+
+def _check_numbers(node, cfg, shift, cfg_rho, eta, denoise):
+    check_finite_numbers(node, cfg=cfg, shift=shift, cfg_rho=cfg_rho, eta=eta, denoise=denoise)
+
+
+def _refuse_sizes_beyond_the_machine(node, model, stage, shape, compute_dtype, guided):
+    needed = memory_limits.sampling_bytes(model.model.diffusion_model, stage, shape, mm.dtype_size(compute_dtype), guided)
+    scale = PICTURE_SCALE[stage]
+    picture = (round(shape[3] * scale), round(shape[2] * scale))
+    budget = memory_limits.budget_bytes(model.load_device)
+    memory_limits.refuse_if_too_large(node, f"Stage {stage.upper()} sampling", needed, budget, picture, shape[0])
+
+
+def _nonfinite_cause(network, compute_dtype):
+    """The likely reason a sampling produced NaN/inf, for the message."""
+    corrupt = nonfinite_weights(network)
+    if corrupt:
+        return (f"the model's weights hold NaN or infinite values (e.g. {', '.join(corrupt)}): the model file is corrupt; "
+                "download it again.")
+    if compute_dtype in (torch.float16,):
+        return "fp16 overflow: load the model with weight_dtype bf16 or fp32."
+    return "a setting far outside the usual range (cfg, shift), or a model file with broken weights."
 
 
 @torch.no_grad()
@@ -61,6 +87,11 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     if denoise <= 0.0:
         return dict(latent)
     host_model = model.model
+    guided = cfg != 1.0
+    compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
+    network = host_model.diffusion_model
+    _refuse_sizes_beyond_the_machine(node_name, model, cascade_stage_of(model), tuple(latent["samples"].shape),
+                                     compute_dtype, guided)
     # As the host's own samplers do: room for the model plus one step's activations on the
     # CFG-doubled batch, at least room for the plain batch.
     batch_shape = list(latent["samples"].shape)
@@ -72,7 +103,6 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         minimum_memory_required=host_model.memory_required(batch_shape),
     )
     device = model.load_device
-    compute_dtype = host_model.manual_cast_dtype or host_model.get_dtype()
 
     if any(control_chains):
         conditions["cnet"], unconditional["cnet"] = control_schedules(
@@ -93,13 +123,16 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
 
     conditions, unconditional = _cast_tensors(conditions, compute_dtype), _cast_tensors(unconditional, compute_dtype)
 
-    preview = make_preview_fn(model, preview_vae)
+    preview = make_preview_fn(model, preview_vae, node_name)
     progress = comfy.utils.ProgressBar(steps)
     # The terminal bar the host's own KSampler prints (k-diffusion's trange), for people who watch the log.
     terminal = tqdm(total=steps, disable=not comfy.utils.PROGRESS_BAR_ENABLED)
 
     def on_step(index, total, x0, x):
         mm.throw_exception_if_processing_interrupted()
+        if not torch.isfinite(x).all():  # stop at the first broken step instead of sampling NaN to the end
+            raise NonFiniteResult(f"{node_name}: step {index + 1} of {total} gave NaN or infinite values. "
+                                  f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
         progress.update_absolute(index + 1, total, preview(x0) if preview is not None else None)
         terminal.update(index + 1 - terminal.n)
 
@@ -110,7 +143,7 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
         # The original noises the image with shift 1 but samples from t_start with the model's shift.
         noised, _ = diffuse(clean, denoise, generator, shift=1.0)
         start = {"x_init": noised}
-    with terminal:
+    with terminal, interruptible(network):
         result = sample(
             epsilon,
             conditions=conditions,
@@ -127,6 +160,9 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
             callback=on_step,
             **start,
         )
+    if not torch.isfinite(result).all():
+        raise NonFiniteResult(f"{node_name}: the sampled latent holds NaN or infinite values. "
+                              f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
     out = dict(latent)
     out["samples"] = host_model.process_latent_out(result).to(mm.intermediate_device())
     out.pop("noise_mask", None)
@@ -144,8 +180,11 @@ def _cast_tensors(value, dtype):
     return value
 
 
-def _text_width(model):
-    return model.model.diffusion_model.clip_txt_mapper.weight.shape[1]
+def _text_widths(model):
+    """(text token width, pooled width) Stage C's mappers take (CLIP-G: 1280, 1280)."""
+    network = model.model.diffusion_model
+    pooled_mapper = getattr(network, "clip_txt_pooled_mapper", None)  # stand-in networks in tests may lack it
+    return network.clip_txt_mapper.weight.shape[1], pooled_mapper.weight.shape[1] if pooled_mapper is not None else None
 
 
 def _model_and_prompt_inputs(stage, positive_tooltip, negative_tooltip):
@@ -189,20 +228,18 @@ class StageCSampler(GDFSampler):
 
     @classmethod
     def execute(cls, model, positive, negative, stage_c, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise, preview_vae=None):
-        _check_model(model, "c")
-        channels = stage_c["samples"].shape[1]
-        if channels != 16:
-            raise ValueError(f"'stage_c' has {channels} channels; a Stage C latent has 16 (is this a Stage B latent?)")
-        batch = stage_c["samples"].shape[0]
-        width = _text_width(model)
-        conditions = stage_c_inputs(positive, batch, width, "positive")
-        unconditional = stage_c_inputs(negative, batch, width, "negative")
+        _check_numbers(STAGE_C_NODE, cfg, shift, cfg_rho, eta, denoise)
+        check_model(STAGE_C_NODE, "model", model, "c")
+        batch = check_latent(STAGE_C_NODE, "stage_c", stage_c, STAGE_C_LATENT).shape[0]
+        text_width, pooled_width = _text_widths(model)
+        conditions = stage_c_inputs(positive, batch, text_width, "positive", pooled_width)
+        unconditional = stage_c_inputs(negative, batch, text_width, "negative", pooled_width)
         # The original's unconditional image embedding: zeros, shaped like the conditional one.
         unconditional["clip_img"] = torch.zeros_like(conditions["clip_img"])
         chains = (control_chain(positive[0][1], "positive"), control_chain(negative[0][1], "negative"))
         result = run_gdf(model, stage_c, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
                          cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, preview_vae=preview_vae,
-                         node_name="Stage C Prior Sampler (Stable Cascade)", control_chains=chains)
+                         node_name=STAGE_C_NODE, control_chains=chains)
         return io.NodeOutput(result)
 
 
@@ -229,16 +266,15 @@ class StageBSampler(GDFSampler):
 
     @classmethod
     def execute(cls, model, positive, negative, stage_c, stage_b, seed, steps, cfg, shift, cfg_rho, sampler, eta, denoise):
-        _check_model(model, "b")
-        batch = stage_b["samples"].shape[0]
-        prior = stage_c["samples"]
-        if prior.shape[1] != 16:
-            raise ValueError(f"'stage_c' has {prior.shape[1]} channels; a Stage C latent has 16")
-        conditions = stage_b_inputs(positive, prior, batch, "positive")
-        unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative")
+        _check_numbers(STAGE_B_NODE, cfg, shift, cfg_rho, eta, denoise)
+        check_model(STAGE_B_NODE, "model", model, "b")
+        prior = check_latent(STAGE_B_NODE, "stage_c", stage_c, STAGE_C_LATENT)
+        batch = check_latent(STAGE_B_NODE, "stage_b", stage_b, STAGE_B_LATENT).shape[0]
+        pooled_width = model.model.diffusion_model.clip_mapper.weight.shape[1]
+        conditions = stage_b_inputs(positive, prior, batch, "positive", pooled_width)
+        unconditional = stage_b_inputs(negative, torch.zeros_like(prior), batch, "negative", pooled_width)
         result = run_gdf(model, stage_b, conditions, unconditional, seed=seed, steps=steps, cfg=cfg, shift=shift,
-                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise,
-                         node_name="Stage B Sampler (Stable Cascade)")
+                         cfg_rho=cfg_rho, sampler=sampler, eta=eta, denoise=denoise, node_name=STAGE_B_NODE)
         return io.NodeOutput(result)
 
 

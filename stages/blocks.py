@@ -119,6 +119,19 @@ class FeedForwardBlock(nn.Module):
         return x + self.channelwise(self.norm(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+# Attention scores (batch x heads x queries x keys) one call may compute. Released models at their
+# usual sizes stay below it (one call); at huge sizes the queries are split so that no single call
+# runs for minutes: forward hooks on `core` (the host's interrupt check) then run between chunks.
+MAX_SCORES_PER_CALL = 2**26
+
+
+class ScaledDotProductAttention(nn.Module):
+    """softmax(q k^T / sqrt(d)) v, as a module so that hooks can run between query chunks."""
+
+    def forward(self, q, k, v, dropout_p=0.0):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+
+
 class MultiHeadAttention(nn.Module):
     """nn.MultiheadAttention's math with separate q/k/v projections (the pack layout of the weights)."""
 
@@ -126,6 +139,7 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         self.nhead = nhead
         self.dropout = dropout
+        self.core = ScaledDotProductAttention()
         self.to_q = operations.Linear(c, c, bias=True, dtype=dtype, device=device)
         self.to_k = operations.Linear(c, c, bias=True, dtype=dtype, device=device)
         self.to_v = operations.Linear(c, c, bias=True, dtype=dtype, device=device)
@@ -138,7 +152,13 @@ class MultiHeadAttention(nn.Module):
         q = split_heads(self.to_q(queries))
         k = split_heads(self.to_k(keys_values))
         v = split_heads(self.to_v(keys_values))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        batch, heads, queries, _ = q.shape
+        rows = max(1, MAX_SCORES_PER_CALL // (batch * heads * k.shape[-2]))
+        if queries <= rows:
+            out = self.core(q, k, v, dropout_p)
+        else:  # each query's result depends on that query alone: chunks give the same numbers
+            out = torch.cat([self.core(q[:, :, i:i + rows], k, v, dropout_p) for i in range(0, queries, rows)], dim=2)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from devtools import standin_clip_g
+from devtools import standin_clip_g, standin_models
 from devtools.host_server import HostError, HostServer
 from devtools.pack_env import HOST_DIR, PACK_NAME, REPO_ROOT, import_host, register_pack
 
@@ -127,3 +127,29 @@ def pack_node_classes(host_modules):
         return await extension.get_node_list()
 
     return asyncio.run(node_list())
+
+
+# --- The bundled text-to-image workflow on tiny stand-in models (host tests) ---------------------
+TEXT_TO_IMAGE_WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
+
+
+@pytest.fixture(scope="session")
+def standin_names(host_server, tmp_path_factory):
+    """The stand-in Stage C/B/A, encoder and Previewer in the server's model folders."""
+    written = standin_models.write_standin_models(tmp_path_factory.mktemp("standins"))
+    names = {}
+    for role, path in written.items():
+        names[role] = host_server.add_model(path.parent.name, path)
+    return names
+
+
+@pytest.fixture
+def workflow(standin_names, host_clip_g):
+    """The bundled API workflow (node ids as in the file: 9 Stage C sampler, 10 Stage B sampler,
+    8 latents), made small enough for a CPU: 256x256, few steps."""
+    prompt = json.loads(TEXT_TO_IMAGE_WORKFLOW.read_text())
+    prompt["5"]["inputs"]["clip_name"] = host_clip_g
+    prompt["8"]["inputs"].update(width=256, height=256, batch_size=1)
+    prompt["9"]["inputs"]["steps"] = 3
+    prompt["10"]["inputs"]["steps"] = 2
+    return prompt

@@ -11,34 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-
-from devtools import standin_models
 from devtools.host_server import PromptRejected
 
-WORKFLOW = REPO_ROOT / "example_workflows" / "api" / "text_to_image_api.json"
 STAGE_C_SAMPLER, STAGE_B_SAMPLER, LATENTS, SAVE = "9", "10", "8", "12"
-
-
-@pytest.fixture(scope="session")
-def standin_names(host_server, tmp_path_factory):
-    """The stand-in Stage C/B/A, encoder and Previewer in the server's model folders."""
-    written = standin_models.write_standin_models(tmp_path_factory.mktemp("standins"))
-    names = {}
-    for role, path in written.items():
-        names[role] = host_server.add_model(path.parent.name, path)
-    return names
-
-
-@pytest.fixture
-def workflow(standin_names, host_clip_g):
-    """The bundled API workflow, made small enough for a CPU: 256x256, few steps."""
-    prompt = json.loads(WORKFLOW.read_text())
-    prompt["5"]["inputs"]["clip_name"] = host_clip_g
-    prompt[LATENTS]["inputs"].update(width=256, height=256, batch_size=1)
-    prompt[STAGE_C_SAMPLER]["inputs"]["steps"] = 3
-    prompt[STAGE_B_SAMPLER]["inputs"]["steps"] = 2
-    return prompt
 
 
 def run_ok(host_server, prompt, timeout=600):

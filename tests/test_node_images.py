@@ -323,11 +323,11 @@ def test_encode_nodes_refuse_what_is_not_an_rgb_image(nodes, coder_vae, stage_a_
         encode(torch.rand(1, 256, 256, 4), coder_vae)
     with pytest.raises(ValueError, match="64x48, smaller than the 256 px"):
         encode(torch.rand(1, 48, 64, 3), coder_vae)
-    with pytest.raises(ValueError, match="makes 4-channel latents; Stage C Encode needs the Stage C VAE"):
+    with pytest.raises(ValueError, match="Stage C Encode \\(Stable Cascade\\): 'vae' got a Stage A VAE, but it needs a Stage C VAE with its EfficientNet encoder"):
         encode(torch.rand(1, 256, 256, 3), stage_a_vaes[0])
     with pytest.raises(ValueError, match="looks like a MASK"):
         nodes.images.StageAEncode.execute(stage_a_vaes[0], torch.rand(1, 64, 64))
-    with pytest.raises(ValueError, match="makes 16-channel latents; Stage A Encode needs Stage A"):
+    with pytest.raises(ValueError, match="Stage A Encode \\(Stable Cascade\\): 'stage_a' got a Stage C VAE .*, but it needs Stage A"):
         nodes.images.StageAEncode.execute(coder_vae, torch.rand(1, 64, 64, 3))
     with pytest.raises(ValueError, match="Stage A needs at least 8 px"):
         nodes.images.StageAEncode.execute(stage_a_vaes[0], torch.rand(1, 4, 64, 3))
@@ -338,7 +338,7 @@ def test_samplers_refuse_a_stage_b_latent_as_stage_c_and_mismatched_batches(node
     generator = torch.Generator().manual_seed(14)
     caption = [[torch.randn(1, 77, 1280, generator=generator), {"pooled_output": torch.randn(1, 1280, generator=generator)}]]
     args = dict(seed=1, steps=1, cfg=4.0, shift=2.0, cfg_rho=0.7, sampler="ddpm", eta=0.0, denoise=1.0)
-    with pytest.raises(ValueError, match="'stage_c' has 4 channels; a Stage C latent has 16 \\(is this a Stage B latent\\?\\)"):
+    with pytest.raises(ValueError, match="'stage_c' got a Stage B latent .* but it needs a Stage C latent \\(16 channels\\)"):
         nodes.sampling.StageCSampler.execute(model, caption, caption, {"samples": torch.zeros(1, 4, 64, 64)}, **args)
     model_b = nodes.loaders.StageBLoader.execute(nodes.paths["stage_b"].name, "fp32").args[0]
     with pytest.raises(ValueError, match="the Stage C latent has batch size 2 but the latent has 3"):

@@ -127,11 +127,11 @@ def test_denoise_starts_from_the_noised_input(nodes):
 def test_the_samplers_refuse_the_wrong_model_and_foreign_conditioning(nodes):
     loaders, paths = nodes["loaders"], nodes["paths"]
     model_b = loaders.StageBLoader.execute(paths["stage_b"].name, "default").args[0]
-    with pytest.raises(ValueError, match="is a Stage B model; this sampler needs a Stage C model"):
+    with pytest.raises(ValueError, match="Stage C Prior Sampler.*'model' got a Stage B model, but it needs a Stage C model.*Load Stage C"):
         stage_c(nodes, model_b, {"samples": torch.zeros(1, 16, 6, 6)})
     model_c = loaders.StageCLoader.execute(paths["stage_c"].name, "default").args[0]
     sdxl_like = [[torch.randn(1, 77, 2048), {"pooled_output": torch.randn(1, 1280)}]]
-    with pytest.raises(ValueError, match="2048-wide text embeddings but Stage C expects 1280"):
+    with pytest.raises(ValueError, match="2048-wide text embeddings but Stage C needs 1280-wide ones"):
         nodes["sampling"].StageCSampler.execute(model_c, sdxl_like, NEGATIVE, {"samples": torch.zeros(1, 16, 6, 6)},
                                                 **{**SAMPLER_ARGS, "steps": 1, "cfg": 4.0, "shift": 2.0})
     no_pooled = [[torch.randn(1, 77, 1280), {}]]

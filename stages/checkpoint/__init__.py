@@ -6,14 +6,16 @@
     state_dict, config = load_checkpoint(path, want="stage_b")   # the same, from a file (refused early)
     header = read_safetensors_header(path)         # {key: (dtype, shape)}, no weights read
     file_kind(info.kind)                           # its texts and the loader that takes it (kinds.py)
+    check_network_fits("stage_c", state_dict, config, name)  # every key and shape, or a CheckpointError naming it
 """
 from .errors import CheckpointError
 from .extract import extract, load_checkpoint, locate
+from .fit import check_fits, check_network_fits
 from .header import read_safetensors_header
 from .identify import CheckpointInfo, describe, identify
 from .kinds import FILE_KINDS, FileKind, file_kind
 
 __all__ = [
-    "CheckpointError", "CheckpointInfo", "FILE_KINDS", "FileKind", "file_kind",
+    "CheckpointError", "CheckpointInfo", "check_fits", "check_network_fits", "FILE_KINDS", "FileKind", "file_kind",
     "describe", "extract", "identify", "load_checkpoint", "locate", "read_safetensors_header",
 ]

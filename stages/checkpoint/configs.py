@@ -29,8 +29,39 @@ _UNSTORED = ("nhead", "dropout", "self_attn", "switch_level")
 _LATENT_CHANNELS = {"stage_c": 16, "stage_b": 4}
 
 
+class _KeyShape(tuple):
+    """A shape that knows its key: reading a dimension it lacks is a CheckpointError naming both."""
+
+    def __new__(cls, key, shape):
+        instance = super().__new__(cls, shape)
+        instance.key = key
+        return instance
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except IndexError:
+            raise CheckpointError(
+                f"the tensor '{self.key}' has shape {list(self)}, but a {self.key.rsplit('.', 1)[-1]} there has more "
+                "dimensions"
+            ) from None
+
+
+class _ShapeTable(dict):
+    """{key: shape} where a key the inference needs but the file lacks is a CheckpointError naming it,
+    not a KeyError (a malformed or cut-down file must never escape as a bare KeyError)."""
+
+    def __init__(self, shapes, kind):
+        super().__init__((key, _KeyShape(key, shape)) for key, shape in shapes.items())
+        self.kind = kind
+
+    def __missing__(self, key):
+        raise CheckpointError(f"the tensor '{key}', which every {self.kind.replace('_', ' ')} file has, is missing")
+
+
 def infer_config(kind, shapes):
     """(constructor kwargs, variant) for `kind` from {pack key: shape}; variant 'big'/'lite'/'custom' or None."""
+    shapes = _ShapeTable(shapes, kind)
     if kind in ("stage_c", "stage_b"):
         return _infer_unet(kind, shapes)
     infer = {"stage_a": _infer_stage_a, "effnet": _infer_effnet, "previewer": _infer_previewer}.get(kind)

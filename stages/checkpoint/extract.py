@@ -60,10 +60,17 @@ def load_checkpoint(path, want, read_state_dict=None):
     source_name = os.path.basename(str(path))
     if str(path).lower().endswith(SAFETENSORS_SUFFIXES):
         locate(read_safetensors_header(path), want, source_name)
-    if read_state_dict is None:
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path))
-    else:
-        state_dict = read_state_dict(str(path))
+    state_dict = (read_state_dict or _read_safetensors)(str(path))
     return extract(state_dict, want, source_name)
+
+
+def _read_safetensors(path):
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors' own errors: offsets with gaps, overlaps, bad UTF-8, ...
+        raise CheckpointError(
+            f"{os.path.basename(path)} could not be read as a safetensors file ({type(error).__name__}: {error}). "
+            "It is corrupt or truncated: download it again."
+        ) from error

@@ -58,17 +58,20 @@ def read_safetensors_header(path):
 
     try:
         header = json.loads(raw_header)
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-        result = {}
-        data_end = 0
-        for key, entry in header.items():
-            if key == "__metadata__":
-                continue
-            result[key] = (_HEADER_DTYPES.get(entry["dtype"], entry["dtype"].lower()), tuple(entry["shape"]))
-            data_end = max(data_end, int(entry["data_offsets"][1]))
-    except (ValueError, KeyError, TypeError, IndexError) as error:
-        raise CheckpointError(f"{name} is corrupt: its safetensors header cannot be parsed ({error}).") from error
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{name} is corrupt: its safetensors header is not valid JSON ({error}).") from error
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name} is corrupt: its safetensors header is a JSON {type(header).__name__}, not an object.")
+    result = {}
+    data_end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        problem = _entry_problem(entry)
+        if problem:
+            raise CheckpointError(f"{name} is corrupt: the header entry of tensor '{key}' {problem}. Download it again.")
+        result[key] = (_HEADER_DTYPES.get(entry["dtype"], entry["dtype"].lower()), tuple(entry["shape"]))
+        data_end = max(data_end, entry["data_offsets"][1])
 
     if 8 + header_size + data_end > file_size:
         raise CheckpointError(
@@ -76,6 +79,35 @@ def read_safetensors_header(path):
             f"{file_size - 8 - header_size}. Download it again."
         )
     return result
+
+
+# Every dtype the safetensors format defines, with its size in bytes.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+                "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry_problem(entry):
+    """What is wrong with one tensor's header entry ({dtype, shape, data_offsets}), or None."""
+    if not isinstance(entry, dict):
+        return f"is a JSON {type(entry).__name__}, not an object with dtype, shape and data_offsets"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _DTYPE_BYTES:
+        return f"has dtype {dtype!r}; expected one of {', '.join(_DTYPE_BYTES)}"
+    if not isinstance(shape, list) or not all(_is_count(dim) for dim in shape):
+        return f"has shape {shape!r}; expected a list of non-negative integers"
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets) or offsets[0] > offsets[1]:
+        return f"has data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end"
+    numel = 1
+    for dim in shape:
+        numel *= dim
+    if offsets[1] - offsets[0] != numel * _DTYPE_BYTES[dtype]:
+        return (f"has shape {shape} in {dtype} ({numel * _DTYPE_BYTES[dtype]} bytes) but data_offsets {offsets} "
+                f"span {offsets[1] - offsets[0]} bytes")
+    return None
 
 
 def key_shapes(state_dict_or_shapes):

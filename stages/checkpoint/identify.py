@@ -32,7 +32,13 @@ class CheckpointInfo:
 def identify(state_dict_or_shapes):
     """CheckpointInfo for a state dict, a safetensors header ({key: (dtype, shape)}) or {key: shape}."""
     shapes, dtypes = key_shapes(state_dict_or_shapes)
-    return _identify(shapes, dtypes)
+    try:
+        return _identify(shapes, dtypes)
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        # Shapes that contradict each other in a way no rule above names; still the pack's error.
+        raise CheckpointError(f"its tensor shapes do not fit together ({type(error).__name__}: {error})") from error
 
 
 def _identify(shapes, dtypes):
