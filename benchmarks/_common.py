@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # for the dev tooling, `devtools`
+if str(REPO_ROOT) not in sys.path:  # for the dev tooling, `devtools`; after the host's folder, whose nodes.py
+    sys.path.append(str(REPO_ROOT))  # must not be shadowed by the pack's nodes/ (pack_env.pin_host_nodes_module)
+from devtools import pack_env as _pack_env  # noqa: E402
 from devtools.pack_env import ENV_DIR, HOST_DIR, PACK_NAME, register_pack  # noqa: E402,F401
 from devtools.pack_env import import_host as _import_host  # noqa: E402
 
@@ -30,6 +32,7 @@ def import_host(cpu=True):
         if str(HOST_DIR) not in sys.path:
             sys.path.insert(0, str(HOST_DIR))
         import comfy.model_management  # noqa: F401
+        _pack_env.pin_host_nodes_module()
     register_pack()
 
 

@@ -40,3 +40,15 @@ def import_host():
 
     args.cpu = True  # must precede the first import of comfy.model_management
     import comfy.model_management  # noqa: F401
+    pin_host_nodes_module()
+
+
+def pin_host_nodes_module():
+    """Import the host's nodes.py as `nodes` now. The repository root is on sys.path too (for
+    `devtools`), and the pack's own folder there is also called `nodes`: whichever path comes first
+    when `import nodes` first runs would win, and a later sys.path change must not decide it."""
+    loaded = sys.modules.get("nodes")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").parent != HOST_DIR:
+        raise RuntimeError(f"`nodes` was imported from {loaded.__file__}, not the host's {HOST_DIR / 'nodes.py'}: "
+                           "import the host (devtools.pack_env.import_host) before anything imports `nodes`")
+    import nodes  # noqa: F401

@@ -40,36 +40,44 @@ def standins_dir() -> Path:
     return ENV_DIR / "standins"
 
 
+def transformer_layer_shapes(prefix: str, layers: int, width: int, mlp_width: int) -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of a Hugging Face CLIP encoder's layers (text and vision alike)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(layers):
+        layer = f"{prefix}.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{layer}.self_attn.{proj}.weight"] = (width, width)
+            shapes[f"{layer}.self_attn.{proj}.bias"] = (width,)
+        for norm in ("layer_norm1", "layer_norm2"):
+            shapes[f"{layer}.{norm}.weight"] = (width,)
+            shapes[f"{layer}.{norm}.bias"] = (width,)
+        shapes[f"{layer}.mlp.fc1.weight"] = (mlp_width, width)
+        shapes[f"{layer}.mlp.fc1.bias"] = (mlp_width,)
+        shapes[f"{layer}.mlp.fc2.weight"] = (width, mlp_width)
+        shapes[f"{layer}.mlp.fc2.bias"] = (width,)
+    return shapes
+
+
 def clip_g_shapes() -> dict[str, tuple[int, ...]]:
     """Every key of a CLIP-G text encoder file (Hugging Face `CLIPTextModel` names) and its shape."""
     shapes: dict[str, tuple[int, ...]] = {
         "text_model.embeddings.token_embedding.weight": (VOCAB, WIDTH),
         "text_model.embeddings.position_embedding.weight": (CONTEXT, WIDTH),
+        **transformer_layer_shapes("text_model", LAYERS, WIDTH, MLP_WIDTH),
     }
-    for i in range(LAYERS):
-        layer = f"text_model.encoder.layers.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            shapes[f"{layer}.self_attn.{proj}.weight"] = (WIDTH, WIDTH)
-            shapes[f"{layer}.self_attn.{proj}.bias"] = (WIDTH,)
-        for norm in ("layer_norm1", "layer_norm2"):
-            shapes[f"{layer}.{norm}.weight"] = (WIDTH,)
-            shapes[f"{layer}.{norm}.bias"] = (WIDTH,)
-        shapes[f"{layer}.mlp.fc1.weight"] = (MLP_WIDTH, WIDTH)
-        shapes[f"{layer}.mlp.fc1.bias"] = (MLP_WIDTH,)
-        shapes[f"{layer}.mlp.fc2.weight"] = (WIDTH, MLP_WIDTH)
-        shapes[f"{layer}.mlp.fc2.bias"] = (WIDTH,)
     shapes["text_model.final_layer_norm.weight"] = (WIDTH,)
     shapes["text_model.final_layer_norm.bias"] = (WIDTH,)
     shapes["text_projection.weight"] = (WIDTH, WIDTH)
     return shapes
 
 
-def make_clip_g_state_dict(seed: int = DEFAULT_SEED, dtype=torch.float16) -> dict[str, torch.Tensor]:
-    """The random weights, the same for the same seed (and torch's CPU generator)."""
+def seeded_clip_state_dict(shapes: dict[str, tuple[int, ...]], seed: int, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """Random weights at CLIP's initialiser scale for these keys, the same for the same seed (and
+    torch's CPU generator): biases zero, norms at identity, the rest uniform with std WEIGHT_STD."""
     generator = torch.Generator().manual_seed(seed)
     bound = WEIGHT_STD * 3**0.5  # uniform(-b, b) has std b/sqrt(3); uniform is ~2x cheaper than normal
     state_dict = {}
-    for name, shape in clip_g_shapes().items():
+    for name, shape in shapes.items():
         if name.endswith(".bias"):
             tensor = torch.zeros(shape, dtype=dtype)
         elif "norm" in name:
@@ -79,6 +87,11 @@ def make_clip_g_state_dict(seed: int = DEFAULT_SEED, dtype=torch.float16) -> dic
             tensor = tensor.to(dtype)
         state_dict[name] = tensor
     return state_dict
+
+
+def make_clip_g_state_dict(seed: int = DEFAULT_SEED, dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """The random weights, the same for the same seed (and torch's CPU generator)."""
+    return seeded_clip_state_dict(clip_g_shapes(), seed, dtype)
 
 
 def standin_clip_g_path(seed: int = DEFAULT_SEED, directory: Path | None = None) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .standin_clip_g import WEIGHT_STD, cached_standin, standins_dir
+from .standin_clip_g import cached_standin, seeded_clip_state_dict, standins_dir, transformer_layer_shapes
 
 FORMAT_VERSION = 1
 DEFAULT_SEED = 0
@@ -41,18 +41,7 @@ def vit_l_14_shapes() -> dict[str, tuple[int, ...]]:
         "vision_model.pre_layrnorm.weight": (WIDTH,),
         "vision_model.pre_layrnorm.bias": (WIDTH,),
     }
-    for i in range(LAYERS):
-        layer = f"vision_model.encoder.layers.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            shapes[f"{layer}.self_attn.{proj}.weight"] = (WIDTH, WIDTH)
-            shapes[f"{layer}.self_attn.{proj}.bias"] = (WIDTH,)
-        for norm in ("layer_norm1", "layer_norm2"):
-            shapes[f"{layer}.{norm}.weight"] = (WIDTH,)
-            shapes[f"{layer}.{norm}.bias"] = (WIDTH,)
-        shapes[f"{layer}.mlp.fc1.weight"] = (MLP_WIDTH, WIDTH)
-        shapes[f"{layer}.mlp.fc1.bias"] = (MLP_WIDTH,)
-        shapes[f"{layer}.mlp.fc2.weight"] = (WIDTH, MLP_WIDTH)
-        shapes[f"{layer}.mlp.fc2.bias"] = (WIDTH,)
+    shapes.update(transformer_layer_shapes("vision_model", LAYERS, WIDTH, MLP_WIDTH))
     shapes["vision_model.post_layernorm.weight"] = (WIDTH,)
     shapes["vision_model.post_layernorm.bias"] = (WIDTH,)
     shapes["visual_projection.weight"] = (PROJECTION, WIDTH)
@@ -60,18 +49,7 @@ def vit_l_14_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def make_clip_vision_state_dict(seed: int = DEFAULT_SEED, dtype=torch.float16) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    bound = WEIGHT_STD * 3**0.5  # uniform(-b, b) has std b/sqrt(3)
-    state_dict = {}
-    for name, shape in vit_l_14_shapes().items():
-        if name.endswith(".bias"):
-            tensor = torch.zeros(shape, dtype=dtype)
-        elif "norm" in name:
-            tensor = torch.ones(shape, dtype=dtype)
-        else:
-            tensor = torch.empty(shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator).to(dtype)
-        state_dict[name] = tensor
-    return state_dict
+    return seeded_clip_state_dict(vit_l_14_shapes(), seed, dtype)
 
 
 def standin_clip_vision_path(seed: int = DEFAULT_SEED, directory: Path | None = None) -> Path:

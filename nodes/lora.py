@@ -11,6 +11,7 @@ from ..lora.tokens import parse_token_lines
 from . import lora_patches
 from .choices import choice_problems
 from .host_models import cascade_stage_of
+from .input_checks import check_finite_numbers
 from .model_files import filenames, full_path
 
 CATEGORY = "stable_cascade/lora"
@@ -76,6 +77,7 @@ class StageCLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model, lora_name, strength_model=1.0, clip=None, strength_clip=1.0, tokens=""):
         _check_stage_c(model, "Load Stage C LoRA (Stable Cascade)")
+        check_finite_numbers("Load Stage C LoRA (Stable Cascade)", strength_model=strength_model, strength_clip=strength_clip)
         lora = read_lora_for(model, lora_name)
         notes = [lora.summary()]
         patched_model = lora_patches.patch_model(model, lora, strength_model) if lora.unet else model

@@ -146,7 +146,8 @@ def test_a_stage_b_latent_where_a_stage_c_one_belongs_is_a_clear_error(host_serv
     prompt, _, encode = img2img(host_server, models)
     stage_c_sampler = nodes_of(prompt, "SCPack_StageCSampler")[0]
     prompt[stage_c_sampler]["inputs"]["stage_c"] = [encode, 1]
-    assert "a Stage C latent has 16 (is this a Stage B latent?)" in failing(host_server, prompt, stage_c_sampler)
+    message = failing(host_server, prompt, stage_c_sampler)
+    assert "'stage_c' got a Stage B latent" in message and "Stage C Encode (Stable Cascade)" in message
     # and the host still runs a good prompt afterwards
     images = run_ok(host_server, img2img(host_server, models)[0])
     assert images[0].size == (256, 256)

@@ -224,7 +224,7 @@ def test_corrupt_and_foreign_files_get_clear_messages(tmp_path, host_model):
     with pytest.raises(LoraError, match="truncated.safetensors is truncated"):
         load_lora_file(path, shapes)
     path.write_bytes(struct.pack("<Q", 10) + b"not json!!")
-    with pytest.raises(LoraError, match="is corrupt: its safetensors header cannot be parsed"):
+    with pytest.raises(LoraError, match="is corrupt: its safetensors header is not valid JSON"):
         load_lora_file(path, shapes)
     with pytest.raises(LoraError, match="never unpickled"):
         load_lora_file(tmp_path / "old.ckpt", shapes)

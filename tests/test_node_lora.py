@@ -94,3 +94,12 @@ def test_loader_refuses_a_stage_b_model_and_a_wrong_file(env):
     assert "not one of the choices" in node.validate_inputs("missing.safetensors")
     with pytest.raises(ValueError, match="'model' is not a Stable Cascade model"):
         node.execute(object(), "style.safetensors", 1.0, None, 1.0, "")
+
+
+def test_loader_refuses_strengths_that_are_not_numbers(env):
+    """A NaN strength would patch every weight to NaN and sample a 'successful' black picture."""
+    node = env["lora"].StageCLoraLoader
+    with pytest.raises(ValueError, match=r"Load Stage C LoRA \(Stable Cascade\): 'strength_model' is nan"):
+        node.execute(env["model"], "style.safetensors", float("nan"), None, 1.0, "")
+    with pytest.raises(ValueError, match="'strength_clip' is inf"):
+        node.execute(env["model"], "style.safetensors", 1.0, None, float("inf"), "")
