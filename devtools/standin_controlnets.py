@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from .pack_env import register_pack
+from .standin_models import fill_seeded
 
 STANDIN_WIDTH = 64  # the tiny stand-in Stage C's width
 CONFIGS = {
@@ -30,22 +31,7 @@ def standin_controlnet(kind, seed=0, c_proj=STANDIN_WIDTH):
     from stable_cascade_pack.controlnet.module import ControlNet
 
     network = ControlNet(**CONFIGS[kind], c_proj=c_proj)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in network.state_dict(keep_vars=True).items():
-            if not tensor.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.5 + 0.75)
-            elif name.endswith("running_mean"):
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-            elif name.endswith(".weight") and tensor.dim() == 1:  # norm scales near 1: the signal survives 40 layers
-                tensor.copy_(1.0 + torch.randn(tensor.shape, generator=generator) * 0.1)
-            else:
-                fan_in = tensor[0].numel() if tensor.dim() > 1 else 1
-                std = 0.05 if tensor.dim() <= 1 else min(0.5, fan_in ** -0.5)
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
-    return network.eval()
+    return fill_seeded(network, seed, norm_scales_near_one=True)
 
 
 def write_standin_controlnet(path, kind, seed=0, c_proj=STANDIN_WIDTH):

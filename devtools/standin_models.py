@@ -57,8 +57,15 @@ def tiny_network(role, seed=0):
     """The tiny network for `role`, with every parameter seeded-random (none left at zero)."""
     variants, _ = _pack()
     class_name, kwargs = TINY_CONFIGS[role]
-    generator = torch.Generator().manual_seed(seed)
     network = variants.model_class(class_name)(**kwargs)
+    return fill_seeded(network, seed)
+
+
+def fill_seeded(network, seed, norm_scales_near_one=False):
+    """Every floating-point tensor of `network` seeded-random at a scale that keeps activations alive
+    through a tiny network (none left at zero); returns it in eval mode. With norm_scales_near_one,
+    1-d weights (norm scales) are drawn around 1, so the signal survives deep stacks (EfficientNet)."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in network.state_dict(keep_vars=True).items():
             if not tensor.is_floating_point():
@@ -67,6 +74,8 @@ def tiny_network(role, seed=0):
                 tensor.copy_(torch.rand(tensor.shape, generator=generator) * 0.5 + 0.75)
             elif name.endswith("running_mean"):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
+            elif norm_scales_near_one and name.endswith(".weight") and tensor.dim() == 1:
+                tensor.copy_(1.0 + torch.randn(tensor.shape, generator=generator) * 0.1)
             else:
                 # Scale by fan-in so activations keep their size through the tiny network.
                 fan_in = tensor[0].numel() if tensor.dim() > 1 else 1
