@@ -128,9 +128,13 @@ def run_gdf(model, latent, conditions, unconditional, *, seed, steps, cfg, shift
     # The terminal bar the host's own KSampler prints (k-diffusion's trange), for people who watch the log.
     terminal = tqdm(total=steps, disable=not comfy.utils.PROGRESS_BAR_ENABLED)
 
+    # Stop at the first broken step instead of sampling NaN to the end. Asking is a device sync, so on an
+    # accelerator only steps that sync anyway (a preview) ask; NaN persists, so the final check catches the rest.
+    check_each_step = torch.device(device).type == "cpu" or preview is not None
+
     def on_step(index, total, x0, x):
         mm.throw_exception_if_processing_interrupted()
-        if not torch.isfinite(x).all():  # stop at the first broken step instead of sampling NaN to the end
+        if check_each_step and not torch.isfinite(x).all():
             raise NonFiniteResult(f"{node_name}: step {index + 1} of {total} gave NaN or infinite values. "
                                   f"Likely cause: {_nonfinite_cause(network, compute_dtype)}")
         progress.update_absolute(index + 1, total, preview(x0) if preview is not None else None)
